@@ -1,0 +1,63 @@
+"""``behaviorlm``: one console script, one subcommand per job.
+
+Each subcommand lives with the code it runs and exposes ``register(subparsers)``; this module
+only wires them up, so ``behaviorlm --help`` stays fast (no torch import until a command runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from behaviorlm import __version__
+from behaviorlm.errors import BehaviorLMError
+
+# (module, one-line summary); each module defines register(subparsers).
+COMMANDS: tuple[str, ...] = (
+    "behaviorlm.base_model_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="behaviorlm",
+        description=(
+            "Predict a user's next behavior with a two-stage LoRA-tuned small LLM "
+            "(BehaviorLM). Subcommands prepare data, train adapters, evaluate them and "
+            "serve predictions over HTTP."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"behaviorlm {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging and full tracebacks"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except BehaviorLMError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
