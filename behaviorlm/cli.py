@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from behaviorlm import __version__
 from behaviorlm.errors import BehaviorLMError
 
-# (module, one-line summary); each module defines register(subparsers).
+# Modules that each define register(subparsers) for one subcommand.
 COMMANDS: tuple[str, ...] = (
     "behaviorlm.base_model_cli",
 )

@@ -1,0 +1,109 @@
+"""Metrics on hand-checkable cases: the expected numbers are worked out by hand in comments."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from training.evaluation.metrics import (
+    compute_metrics,
+    expected_calibration_error,
+    per_behavior,
+    ranks,
+)
+
+# Three classes; class 0 is the only anchor.
+PROBS = np.array([
+    [0.7, 0.2, 0.1],  # true 0: top-1 0 (hit), rank 1
+    [0.5, 0.3, 0.2],  # true 1: top-1 0, rank 2
+    [0.2, 0.2, 0.6],  # true 2: top-1 2 (hit), rank 1
+    [0.4, 0.4, 0.2],  # true 1: tie with class 0 -> top-1 is 0 (lower index), rank 2
+])
+TRUE = np.array([0, 1, 2, 1])
+ANCHOR = np.array([True, False, False])
+
+
+def test_ranks_break_ties_by_index() -> None:
+    assert ranks(PROBS, TRUE).tolist() == [1, 2, 1, 2]
+
+
+def test_overall_sample_metrics() -> None:
+    m = compute_metrics(PROBS, TRUE, ANCHOR)["overall"]
+    assert m["samples"] == 4
+    assert m["accuracy"] == pytest.approx(2 / 4)
+    assert m["hr@5"] == pytest.approx(1.0)
+    assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 + 1 / 2) / 4)
+    assert m["nll"] == pytest.approx(-(math.log(0.7) + math.log(0.3) + math.log(0.6)
+                                       + math.log(0.4)) / 4)
+    # Brier per row: .09+.04+.01, .25+.49+.04, .04+.04+.16, .16+.36+.04
+    assert m["brier"] == pytest.approx((0.14 + 0.78 + 0.24 + 0.56) / 4)
+    # Top-1 confidences .7 .5 .6 .4 fall in four different 1/15-wide bins; each bin's gap is
+    # |accuracy - confidence| = .3, .5, .4, .4 with weight 1/4.
+    assert m["ece"] == pytest.approx((0.3 + 0.5 + 0.4 + 0.4) / 4)
+
+
+def test_overall_class_averages() -> None:
+    # top-1 = [0, 0, 2, 0]. class 0: P 1/3 R 1 F1 .5; class 1: 0 0 0; class 2: 1 1 1.
+    m = compute_metrics(PROBS, TRUE, ANCHOR)["overall"]
+    assert m["macro_precision"] == pytest.approx((1 / 3 + 0 + 1) / 3)
+    assert m["macro_recall"] == pytest.approx((1 + 0 + 1) / 3)
+    assert m["macro_f1"] == pytest.approx((0.5 + 0 + 1) / 3)
+    # supports 1, 2, 1
+    assert m["weighted_f1"] == pytest.approx((0.5 * 1 + 0 * 2 + 1 * 1) / 4)
+    assert m["weighted_recall"] == pytest.approx((1 * 1 + 0 * 2 + 1 * 1) / 4)
+
+
+def test_anchor_and_tail_subsets() -> None:
+    m = compute_metrics(PROBS, TRUE, ANCHOR)
+    anchor, tail = m["anchor"], m["tail"]
+    assert anchor["samples"] == 1 and anchor["accuracy"] == 1.0
+    assert anchor["macro_f1"] == pytest.approx(0.5)  # class 0 precision suffers from 2 FPs
+    assert tail["samples"] == 3
+    assert tail["accuracy"] == pytest.approx(1 / 3)
+    assert tail["mrr"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    assert tail["macro_f1"] == pytest.approx((0 + 1) / 2)
+    assert tail["predicted_share"] == pytest.approx(1 / 4)  # one top-1 prediction is a tail class
+    assert tail["classes_predicted"] == 1
+    assert anchor["predicted_share"] == pytest.approx(3 / 4)
+
+
+def test_classes_absent_from_test_do_not_enter_macro() -> None:
+    # Class 2 never occurs as a target; its false positive hurts no average but the
+    # predicted-share count; class 0: P 1/1 R 1/2, F1 2/3; class 1: P 1 R 1, F1 1.
+    probs = np.array([[0.6, 0.1, 0.3], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]])
+    true = np.array([0, 0, 1])
+    m = compute_metrics(probs, true, np.array([True, True, False]))
+    assert m["overall"]["classes"] == 2
+    assert m["overall"]["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert math.isnan(m["tail"]["macro_f1"])
+    assert m["tail"]["samples"] == 0 and math.isnan(m["tail"]["accuracy"])
+
+
+def test_ece_pools_samples_of_one_bin() -> None:
+    # .90 and .92 share the bin (14/15 - 1/15, 14/15]: accuracy .5, confidence .91.
+    assert expected_calibration_error(np.array([0.9, 0.92]), np.array([1.0, 0.0])) == (
+        pytest.approx(0.41)
+    )
+    # A perfectly calibrated bin: confidence 0.5, half right.
+    assert expected_calibration_error(np.array([0.5, 0.5]), np.array([1.0, 0.0])) == (
+        pytest.approx(0.0)
+    )
+
+
+def test_per_behavior_rows() -> None:
+    rows = per_behavior(PROBS, TRUE, ["a", "b", "c"], [100, 5, 3], ANCHOR)
+    assert [r["behavior"] for r in rows] == ["a", "b", "c"]
+    assert rows[0] == {"behavior": "a", "anchor": True, "train_count": 100, "support": 1,
+                       "predicted": 3, "precision": pytest.approx(1 / 3), "recall": 1.0,
+                       "f1": pytest.approx(0.5)}
+    assert rows[1]["f1"] == 0.0 and rows[1]["support"] == 2 and rows[1]["predicted"] == 0
+    assert rows[2]["f1"] == 1.0
+
+
+def test_bad_shapes_are_named() -> None:
+    with pytest.raises(ValueError, match="anchor mask"):
+        compute_metrics(PROBS, TRUE, np.array([True, False]))
+    with pytest.raises(ValueError, match="true indices"):
+        compute_metrics(PROBS, np.array([0, 1, 2, 3]), ANCHOR)
