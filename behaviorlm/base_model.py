@@ -185,7 +185,8 @@ def build_tiny_model(out_dir: Path, tokenizer: Any, seed: int = 0) -> BaseModel:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = LlamaForCausalLM(config)
+    model.float()
     # Larger-than-default init so that different prompts give visibly different distributions.
     with torch.no_grad():
         for p in model.parameters():

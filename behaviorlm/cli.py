@@ -18,6 +18,10 @@ from behaviorlm.errors import BehaviorLMError
 # Modules that each define register(subparsers) for one subcommand.
 COMMANDS: tuple[str, ...] = (
     "behaviorlm.base_model_cli",
+    "training.data.cli",
+    "training.cli",
+    "training.evaluation.cli",
+    "service.cli",
 )
 
 

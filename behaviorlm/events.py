@@ -40,16 +40,16 @@ class Event:
     def from_json(cls, obj: Mapping[str, Any], where: str = "event") -> Event:
         behavior = obj.get("behavior")
         if not isinstance(behavior, str) or not normalize_behavior(behavior):
-            raise InputError(f"{where}: field 'behavior' must be a non-empty string, got {behavior!r}")
+            raise InputError(
+                f"{where}: field 'behavior' must be a non-empty string, got {behavior!r}"
+            )
         ts_raw = obj.get("timestamp")
         ts: datetime | None = None
         if ts_raw is not None:
             try:
                 ts = datetime.fromisoformat(str(ts_raw))
             except ValueError as exc:
-                raise InputError(
-                    f"{where}: field 'timestamp' is not ISO-8601: {ts_raw!r}"
-                ) from exc
+                raise InputError(f"{where}: field 'timestamp' is not ISO-8601: {ts_raw!r}") from exc
         ctx = obj.get("context") or {}
         if not isinstance(ctx, Mapping):
             raise InputError(f"{where}: field 'context' must be an object, got {ctx!r}")
@@ -94,9 +94,7 @@ class Sample:
         now_raw = obj.get("now")
         return cls(
             user_id=str(obj.get("user_id", "")),
-            history=tuple(
-                Event.from_json(e, f"{where}.history[{i}]") for i, e in enumerate(hist)
-            ),
+            history=tuple(Event.from_json(e, f"{where}.history[{i}]") for i, e in enumerate(hist)),
             target=obj.get("target"),
             now=datetime.fromisoformat(now_raw) if now_raw else None,
             now_context={str(k): str(v) for k, v in (obj.get("now_context") or {}).items()},

@@ -35,8 +35,8 @@ class BaseModelRef(BaseModel):
 
 class Calibration(BaseModel):
     model_config = ConfigDict(frozen=True)
-    temperature: float = Field(1.0, gt=0, description="divides constrained log-probs")
-    fitted_on: str | None = Field(None, description="what the temperature was fitted on")
+    temperature: float = Field(default=1.0, gt=0, description="divides constrained log-probs")
+    fitted_on: str | None = Field(default=None, description="what the temperature was fitted on")
     nll_before: float | None = None
     nll_after: float | None = None
 
@@ -61,7 +61,7 @@ class AdapterManifest(BaseModel):
     prompt_version: str = PROMPT_VERSION
     anchor_share: float
     vocabulary: list[VocabularyEntry]
-    calibration: Calibration = Calibration()
+    calibration: Calibration = Field(default_factory=Calibration)
     lora: dict[str, Any] = Field(default_factory=dict, description="r, alpha, target modules")
     training_config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)

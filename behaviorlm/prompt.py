@@ -71,8 +71,10 @@ def render_prompt(
         prev = event.timestamp if event.timestamp is not None else prev
     now_fields = _time_fields(now, prev)
     now_ctx = format_context(now_context or {})
-    if now_fields or now_ctx:
-        lines.append(("Now: " + " ".join(now_fields)).rstrip() + now_ctx)
+    if now_fields:
+        lines.append("Now: " + " ".join(now_fields) + now_ctx)
+    elif now_ctx:
+        lines.append("Now:" + now_ctx.removeprefix(" |"))
     lines.append("Next:")
     return "\n".join(lines)
 

@@ -98,7 +98,9 @@ class AnswerTrie:
         return out
 
     def combine(
-        self, node_logprobs: Mapping[Prefix, Sequence[float]], temperature: float = 1.0
+        self,
+        node_logprobs: Mapping[Prefix, Sequence[float] | np.ndarray],
+        temperature: float = 1.0,
     ) -> tuple[np.ndarray, float]:
         """Probabilities over ``names`` from raw next-token log-probs at each queried node.
 

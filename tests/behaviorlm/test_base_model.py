@@ -26,7 +26,8 @@ def test_shared_package_imports_without_torch() -> None:
     code = (
         "import sys, behaviorlm.prompt, behaviorlm.vocabulary, behaviorlm.manifest, "
         "behaviorlm.trie, behaviorlm.scoring, behaviorlm.cli; "
-        "print(json.dumps(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules)))"
+        "heavy = ('torch', 'vllm', 'transformers'); "
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))"
     )
     out = subprocess.run(
         [sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from behaviorlm.events import Event, Sample
 from behaviorlm.prompt import (
@@ -11,7 +11,7 @@ from behaviorlm.prompt import (
 )
 
 MYT = timezone(timedelta(hours=8))
-UTC_TZ = timezone.utc
+UTC_TZ = UTC
 
 GOLDEN_V1 = (
     "Predict the user's next behavior from their history.\n"
@@ -59,7 +59,6 @@ def test_wall_clock_of_each_timezone_is_rendered() -> None:
     assert "Sat 11h" in render_prompt([Event("Gym", utc_ts.astimezone(MYT))])
 
 
-
 def test_gap_formatting_and_unknown_time() -> None:
     t0 = datetime(2020, 1, 1, 8, 0)
     assert format_gap(t0, t0 + timedelta(minutes=5)) == "+5m"
@@ -69,7 +68,7 @@ def test_gap_formatting_and_unknown_time() -> None:
     # Naive and aware timestamps cannot be subtracted: no gap rather than an error.
     assert format_gap(t0, t0.replace(tzinfo=MYT)) == ""
     text = render_prompt([Event("TV:on", None, {"day": "Wed"})], None, {"day": "Wed"})
-    assert text.splitlines()[2:] == ["TV:on | day: Wed", "Now: | day: Wed", "Next:"]
+    assert text.splitlines()[2:] == ["TV:on | day: Wed", "Now: day: Wed", "Next:"]
 
 
 def test_answer_normalises_whitespace() -> None:

@@ -3,3 +3,14 @@
 ``behaviorlm eval`` (``training.evaluation.cli``) runs systems on the same test samples of a
 prepared dataset and writes ``report.json``, ``report.md`` and PNG plots.
 """
+
+# System names of ``behaviorlm eval --systems`` (here so the CLI parser imports nothing heavy).
+CLASSICAL: tuple[str, ...] = (
+    "most-popular",
+    "user-frequency-all",
+    "user-frequency-lastk",
+    "markov-global",
+    "markov-user",
+)
+GROUPS: dict[str, tuple[str, ...]] = {"classical": CLASSICAL}
+KNOWN: tuple[str, ...] = (*CLASSICAL, "sasrec", "zero-shot", "adapters")

@@ -15,7 +15,7 @@ import numpy as np
 
 from behaviorlm.manifest import AdapterManifest, Calibration
 
-LOG_T_RANGE = (math.log(0.05), math.log(20.0))
+LOG_T_RANGE = (math.log(0.05), math.log(100.0))
 PROB_FLOOR = 1e-12
 
 
@@ -58,7 +58,7 @@ class TemperatureFit:
 
 
 def fit_temperature(probs: np.ndarray, true: np.ndarray, iters: int = 60) -> TemperatureFit:
-    """The T minimising mean NLL (golden-section search on log T in [0.05, 20]).
+    """The T minimising mean NLL (golden-section search on log T in [0.05, 100]).
 
     NLL(T) is convex in 1/T for a softmax of fixed scores, hence unimodal in log T; the search
     needs no gradient and no scipy.

@@ -61,8 +61,13 @@ def expected_calibration_error(
 ) -> float:
     if len(confidence) == 0:
         return float("nan")
-    return float(sum(b["weight"] * abs(b["accuracy"] - b["confidence"])
-                     for b in reliability_bins(confidence, correct, bins) if b["count"]))
+    return float(
+        sum(
+            b["weight"] * abs(b["accuracy"] - b["confidence"])
+            for b in reliability_bins(confidence, correct, bins)
+            if b["count"]
+        )
+    )
 
 
 def reliability_bins(
@@ -76,14 +81,16 @@ def reliability_bins(
     for b in range(bins):
         sel = which == b
         count = int(sel.sum())
-        out.append({
-            "lo": float(edges[b]),
-            "hi": float(edges[b + 1]),
-            "count": count,
-            "weight": count / n,
-            "confidence": float(confidence[sel].mean()) if count else float("nan"),
-            "accuracy": float(correct[sel].mean()) if count else float("nan"),
-        })
+        out.append(
+            {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "count": count,
+                "weight": count / n,
+                "confidence": float(confidence[sel].mean()) if count else float("nan"),
+                "accuracy": float(correct[sel].mean()) if count else float("nan"),
+            }
+        )
     return out
 
 
@@ -207,7 +214,9 @@ def per_behavior(
     ]
 
 
-def reliability(probs: np.ndarray, true: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, float]]:
+def reliability(
+    probs: np.ndarray, true: np.ndarray, bins: int = ECE_BINS
+) -> list[dict[str, float]]:
     """Reliability-diagram bins for the top-1 prediction."""
     probs = np.asarray(probs, dtype=np.float64)
     true = np.asarray(true, dtype=np.int64)

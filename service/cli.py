@@ -1,0 +1,86 @@
+"""``behaviorlm serve``: run the prediction service (uvicorn) with settings from the
+environment (``BEHAVIORLM_*``) and these options, which take precedence."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from service.settings import ServiceSettings
+
+# option -> (settings field, help); the help text comes from the settings' own descriptions.
+_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--engine", "engine", {"choices": ["transformers", "vllm", "auto"]}),
+    ("--base-model", "base_model", {}),
+    ("--models-dir", "models_dir", {}),
+    ("--adapter", "adapters", {"action": "append", "metavar": "NAME=PATH|PATH"}),
+    ("--default-adapter", "default_adapter", {}),
+    ("--host", "host", {}),
+    ("--port", "port", {"type": int}),
+    ("--max-body-bytes", "max_body_bytes", {"type": int}),
+    ("--max-history-events", "max_history_events", {"type": int}),
+    ("--max-batch-items", "max_batch_items", {"type": int}),
+    ("--request-deadline-s", "request_deadline_s", {"type": float}),
+    ("--max-queue", "max_queue", {"type": int}),
+    ("--batch-max-size", "batch_max_size", {"type": int}),
+    ("--batch-max-wait-ms", "batch_max_wait_ms", {"type": float}),
+    ("--merge-adapter", "merge_adapter", {"action": argparse.BooleanOptionalAction}),
+    ("--dtype", "dtype", {"choices": ["auto", "float32", "bfloat16", "float16"]}),
+    ("--log-level", "log_level", {"choices": ["debug", "info", "warning", "error"]}),
+    ("--shutdown-grace-s", "shutdown_grace_s", {"type": float}),
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve predictions over HTTP (FastAPI; transformers or vLLM engine)",
+        description=(
+            "Serve the adapters in the models directory over HTTP: POST /v1/predict, "
+            "/v1/predict/batch, GET /v1/models, /health/live, /health/ready, /metrics. Every "
+            "option can also be set as an environment variable BEHAVIORLM_<OPTION> (e.g. "
+            "BEHAVIORLM_ENGINE=vllm); options given here win. The API key "
+            "(BEHAVIORLM_API_KEY) and admin token (BEHAVIORLM_ADMIN_TOKEN) are read from the "
+            "environment only, so they do not show up in process listings."
+        ),
+    )
+    fields = ServiceSettings.model_fields
+    for flag, field, extra in _OPTIONS:
+        info = fields[field]
+        default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+        help_text = f"{info.description} (env BEHAVIORLM_{field.upper()}; default {default})"
+        p.add_argument(flag, dest=field, default=None, help=help_text, **extra)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from behaviorlm.errors import EngineError
+    from service.app import create_app
+    from service.logs import configure_logging
+    from service.settings import load_settings
+
+    overrides = {field: getattr(args, field) for _, field, _ in _OPTIONS}
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level)
+    failure: list[str] = []
+
+    def stop_on_failure(detail: str) -> None:
+        failure.append(detail)
+        server.should_exit = True
+
+    app = create_app(settings, on_startup_failure=stop_on_failure)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if failure:
+        raise EngineError(f"the service failed to start: {failure[0]}")
+    return 0

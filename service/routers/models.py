@@ -1,0 +1,48 @@
+"""GET /v1/models: the served adapters and their manifests' public fields."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from service.auth import require_api_key
+from service.routers import ERRORS, RuntimeDep
+from service.runtime import Served
+from service.schemas import ModelInfo, ModelsResponse, VocabularyItem
+
+router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
+
+
+def model_info(served: Served, default: bool) -> ModelInfo:
+    m = served.manifest
+    return ModelInfo(
+        name=served.name,
+        default=default,
+        version=m.version,
+        stage=m.stage,
+        strategy=m.strategy,
+        base_model=m.base_model.id,
+        prompt_version=m.prompt_version,
+        created_at=m.created_at,
+        anchor_share=m.anchor_share,
+        vocabulary=[
+            VocabularyItem(name=e.name, count=e.count, anchor=e.anchor) for e in m.vocabulary
+        ],
+        anchors=[e.name for e in m.vocabulary if e.anchor],
+        tails=[e.name for e in m.vocabulary if not e.anchor],
+        calibration=m.calibration.model_dump(mode="json"),
+        metrics=m.metrics,
+        lora=m.lora,
+    )
+
+
+@router.get("/v1/models", response_model=ModelsResponse, responses=ERRORS)
+async def list_models(runtime: RuntimeDep) -> ModelsResponse:
+    """Loaded adapters (empty while the service is still loading)."""
+    return ModelsResponse(
+        engine=runtime.engine_kind or "loading",
+        default_adapter=runtime.default_adapter,
+        models=[
+            model_info(s, s.name == runtime.default_adapter)
+            for _, s in sorted(runtime.served.items())
+        ],
+    )

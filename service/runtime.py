@@ -1,0 +1,388 @@
+"""The service's engine and adapters: readiness, admission, scoring, hot adapter swaps, drain.
+
+One ``Runtime`` lives on ``app.state.runtime`` for the app's lifetime (the lifespan starts and
+closes it). Routes stay thin: they turn HTTP into ``Prepared`` requests and call ``score``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from behaviorlm.errors import BehaviorLMError
+from behaviorlm.events import Event, check_sorted, normalize_behavior
+from behaviorlm.manifest import AdapterManifest
+from behaviorlm.prompt import render_prompt
+from behaviorlm.scoring import AdapterSpec, ScoreRequest, ScoreResult, ScoringEngine
+from service.adapters import discover_adapters, pick_default, resolve_inside
+from service.batcher import MicroBatcher
+from service.errors import ApiError
+from service.metrics import ServiceMetrics
+from service.schemas import PredictRequest
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service.runtime")
+
+State = Literal["loading", "ready", "failed", "draining", "stopped"]
+RETRY_AFTER_S = "1"
+
+
+@dataclass(frozen=True)
+class Served:
+    """An adapter as requests see it: the public name and the engine's key for this version."""
+
+    name: str
+    key: str
+    manifest: AdapterManifest
+    vocabulary: frozenset[str]
+    anchors: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated prediction request, ready to score."""
+
+    served: Served
+    score: ScoreRequest
+    top_k: int
+    unknown_history: int
+    user_id: str | None = None
+
+
+def default_now(history: Sequence[Event]) -> datetime | None:
+    """Now in the timezone of the last timestamped event (naive if it is naive); None when the
+    history has no timestamps (such logs carry coarse time in their context instead)."""
+    last = next((e.timestamp for e in reversed(history) if e.timestamp is not None), None)
+    if last is None:
+        return None
+    if last.tzinfo is None:
+        return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(last.tzinfo)
+
+
+def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
+    """The engine the settings ask for (slow: loads the base model)."""
+    from behaviorlm.base_model import resolve_base_model
+    from behaviorlm.scoring.factory import choose_kind, make_engine
+
+    kind = choose_kind(settings.engine)
+    base = resolve_base_model(settings.base_model)
+    opts: dict[str, Any] = {}
+    if settings.dtype != "auto":
+        opts["dtype"] = settings.dtype
+    if kind == "transformers":
+        opts["merge"] = settings.merge_adapter
+    return make_engine(kind, base, **opts), kind
+
+
+class Runtime:
+    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.state: State = "loading"
+        self.detail: str | None = "engine loading"
+        self.engine: ScoringEngine | None = None
+        self.engine_kind: str | None = None
+        self.served: dict[str, Served] = {}
+        self.default_adapter: str | None = None
+        self._inflight = 0
+        self._refs: Counter[str] = Counter()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._batcher: MicroBatcher | None = None
+        # The transformers engine is not thread-safe across score/load: one at a time.
+        self._engine_lock = threading.Lock()
+        self._admin_lock = asyncio.Lock()
+        self._load_counter = 0
+        self._retired: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load engine and adapters, run the canary; failures leave the service not ready."""
+        try:
+            engine, kind = await asyncio.to_thread(build_engine, self.settings)
+            self.engine, self.engine_kind = engine, kind
+            if kind != "vllm":
+                self._batcher = MicroBatcher(
+                    self._score_locked,
+                    self.settings.batch_max_size,
+                    self.settings.batch_max_wait_ms / 1000,
+                    self.metrics,
+                )
+                self._batcher.start()
+            found = discover_adapters(self.settings.models_dir, self.settings.adapters)
+            if not found:
+                raise BehaviorLMError(
+                    f"no adapters found in {self.settings.models_dir} (expected "
+                    "<name>/manifest.json); set BEHAVIORLM_MODELS_DIR or BEHAVIORLM_ADAPTERS"
+                )
+            self.default_adapter = pick_default(list(found), self.settings.default_adapter)
+            if self.settings.merge_adapter and kind == "transformers":
+                # A merged engine serves exactly one adapter: the default.
+                found = {self.default_adapter: found[self.default_adapter]}
+            for name, path in found.items():
+                await self.load_adapter(name, path)
+            await self._canary()
+        except Exception as exc:
+            self.state, self.detail = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("startup failed", extra={"error": self.detail})
+            return
+        self.state, self.detail = "ready", None
+        self.metrics.ready.set(1)
+        log.info(
+            "ready",
+            extra={
+                "engine": self.engine_kind,
+                "adapters": sorted(self.served),
+                "default_adapter": self.default_adapter,
+            },
+        )
+
+    async def _canary(self) -> None:
+        """One real prediction through the whole path before declaring readiness."""
+        assert self.default_adapter is not None
+        served = self.served[self.default_adapter]
+        names = [e.name for e in served.manifest.vocabulary[:3]]
+        req = PredictRequest.model_validate(
+            {
+                "history": [{"behavior": n, "timestamp": "2024-05-04T09:00:00"} for n in names],
+                "now": "2024-05-04T12:00:00",
+                "top_k": 1,
+            }
+        )
+        result = await self.score(self.prepare(req, where="canary"))
+        if not result.probs.size or not abs(float(result.probs.sum()) - 1.0) < 1e-3:
+            raise BehaviorLMError(f"canary prediction gave invalid probabilities: {result.probs}")
+
+    async def close(self) -> None:
+        """Drain: refuse new work, let in-flight predictions finish (up to the grace), stop."""
+        if self.state == "stopped":
+            return
+        self.state, self.detail = "draining", "shutting down"
+        self.metrics.ready.set(0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.settings.shutdown_grace_s)
+        if self._batcher is not None:
+            await self._batcher.close()
+        for task in list(self._retired):
+            task.cancel()
+        if self.engine is not None:
+            await asyncio.to_thread(self.engine.close)
+        self.state, self.detail = "stopped", "stopped"
+        log.info("stopped")
+
+    def set_draining(self, draining: bool) -> None:
+        if draining and self.state == "ready":
+            self.state, self.detail = "draining", "draining (admin)"
+            self.metrics.ready.set(0)
+        elif not draining and self.state == "draining" and self.engine is not None:
+            self.state, self.detail = "ready", None
+            self.metrics.ready.set(1)
+
+    @property
+    def inflight(self) -> int:
+        """Predictions admitted and not finished (queued or in the engine)."""
+        return self._inflight
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def require_ready(self) -> None:
+        if self.state != "ready":
+            raise ApiError(
+                503,
+                f"service not ready ({self.detail or self.state})",
+                headers={"Retry-After": "5"},
+            )
+
+    # ---- predictions -----------------------------------------------------------------------
+
+    def prepare(self, req: PredictRequest, where: str = "") -> Prepared:
+        """Check a request against the served adapters and render its prompt."""
+        prefix = f"{where}." if where else ""
+        if len(req.history) > self.settings.max_history_events:
+            raise ApiError(
+                422,
+                f"history has {len(req.history)} events; this server accepts at most "
+                f"{self.settings.max_history_events}",
+                field=f"{prefix}history",
+            )
+        name = req.adapter or self.default_adapter
+        served = self.served.get(name or "")
+        if served is None:
+            raise ApiError(
+                404,
+                f"unknown adapter {req.adapter!r}; loaded: {sorted(self.served)}",
+                type="adapter_not_found",
+                field=f"{prefix}adapter",
+            )
+        history = []
+        for i, e in enumerate(req.history):
+            behavior = normalize_behavior(e.behavior)
+            if not behavior:
+                raise ApiError(422, "behavior is blank", field=f"{prefix}history[{i}].behavior")
+            history.append(Event(behavior, e.timestamp, dict(e.context)))
+        zones = {e.timestamp.tzinfo is None for e in history if e.timestamp is not None}
+        if len(zones) > 1:
+            raise ApiError(
+                422,
+                "history mixes timestamps with and without a UTC offset; use one kind",
+                field=f"{prefix}history",
+            )
+        try:
+            check_sorted(history, f"{prefix}history")
+        except BehaviorLMError as exc:
+            raise ApiError(422, str(exc), field=f"{prefix}history") from exc
+        now = req.now if req.now is not None else default_now(history)
+        prompt = render_prompt(history, now, dict(req.now_context))
+        if req.candidates is None:
+            behaviors = tuple(e.name for e in served.manifest.vocabulary)
+        else:
+            behaviors = tuple(dict.fromkeys(normalize_behavior(c) for c in req.candidates))
+            unknown = [c for c in behaviors if c not in served.vocabulary]
+            if unknown:
+                shown = ", ".join(repr(u) for u in unknown[:10])
+                more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
+                raise ApiError(
+                    422,
+                    f"candidates not in adapter {served.name!r}'s vocabulary: {shown}{more}",
+                    type="unknown_candidate",
+                    field=f"{prefix}candidates",
+                )
+        unknown_history = sum(1 for e in history if e.behavior not in served.vocabulary)
+        return Prepared(
+            served=served,
+            score=ScoreRequest(prompt=prompt, behaviors=behaviors, adapter=served.key),
+            top_k=req.top_k,
+            unknown_history=unknown_history,
+            user_id=req.user_id,
+        )
+
+    @contextlib.asynccontextmanager
+    async def admit(self, n: int) -> AsyncIterator[None]:
+        """Reserve room for ``n`` predictions, or refuse with 429 when the queue is full."""
+        if self._inflight + n > self.settings.max_queue:
+            self.metrics.rejected.labels("overloaded").inc(n)
+            raise ApiError(
+                429,
+                f"server busy: {self._inflight} predictions in flight (limit "
+                f"{self.settings.max_queue}); retry shortly",
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        self._inflight += n
+        self._idle.clear()
+        self.metrics.queue_depth.set(self._inflight)
+        try:
+            yield
+        finally:
+            self._inflight -= n
+            self.metrics.queue_depth.set(self._inflight)
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def score(self, prepared: Prepared) -> ScoreResult:
+        """Score one prepared request (cancelling it drops or aborts the engine work)."""
+        assert self.engine is not None
+        key = prepared.served.key
+        self._refs[key] += 1
+        try:
+            if self._batcher is not None:
+                result = await self._batcher.submit(prepared.score)
+            else:
+                started = time.perf_counter()
+                result = await self.engine.ascore(prepared.score)
+                self.metrics.engine_latency.observe(time.perf_counter() - started)
+                self.metrics.batch_size.observe(1)
+        except asyncio.CancelledError:
+            if self._batcher is None:
+                self.metrics.abandoned.inc()
+            raise
+        finally:
+            self._refs[key] -= 1
+        adapter = prepared.served.name
+        self.metrics.predictions.labels(adapter).inc()
+        self.metrics.label_mass.labels(adapter).observe(result.label_mass)
+        if prepared.unknown_history:
+            self.metrics.unknown_history.labels(adapter).inc(prepared.unknown_history)
+        return result
+
+    def _score_locked(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        assert self.engine is not None
+        with self._engine_lock:
+            return self.engine.score_batch(requests)
+
+    # ---- adapters --------------------------------------------------------------------------
+
+    async def load_adapter(self, name: str, path: Path) -> tuple[Served, Served | None, float]:
+        """Load ``path`` and serve it as ``name``; an existing version keeps serving until the
+        new one is loaded, then finishes its in-flight requests and is unloaded."""
+        assert self.engine is not None
+        async with self._admin_lock:
+            started = time.perf_counter()
+            try:
+                manifest = await asyncio.to_thread(AdapterManifest.load, path)
+                self._load_counter += 1
+                key = f"{name}@{manifest.version}#{self._load_counter}"
+                spec = AdapterSpec(name=key, path=path, manifest=manifest)
+                await asyncio.to_thread(self._locked, self.engine.load_adapter, spec)
+            except Exception:
+                self.metrics.adapter_loads.labels(name, "load_failed").inc()
+                raise
+            served = Served(
+                name=name,
+                key=key,
+                manifest=manifest,
+                vocabulary=frozenset(e.name for e in manifest.vocabulary),
+                anchors=frozenset(manifest.anchors),
+            )
+            old = self.served.get(name)
+            self.served[name] = served  # atomic swap: new requests get the new version
+            elapsed = time.perf_counter() - started
+            self.metrics.adapter_loads.labels(name, "loaded").inc()
+            log.info(
+                "adapter loaded",
+                extra={
+                    "adapter": name,
+                    "version": manifest.version,
+                    "path": str(path),
+                    "seconds": round(elapsed, 3),
+                    "replaced": old.manifest.version if old else None,
+                },
+            )
+            if old is not None:
+                task = asyncio.get_running_loop().create_task(self._retire(old))
+                self._retired.add(task)
+                task.add_done_callback(self._retired.discard)
+            return served, old, elapsed
+
+    async def load_adapter_from(
+        self, name: str, raw_path: str
+    ) -> tuple[Served, Served | None, float]:
+        path = resolve_inside(self.settings.models_dir, raw_path)
+        return await self.load_adapter(name, path)
+
+    async def _retire(self, old: Served) -> None:
+        while self._refs[old.key] > 0:
+            await asyncio.sleep(0.05)
+        assert self.engine is not None
+        await asyncio.to_thread(self._locked, self.engine.unload_adapter, old.key)
+        del self._refs[old.key]
+        self.metrics.adapter_loads.labels(old.name, "unloaded").inc()
+        log.info(
+            "adapter version retired", extra={"adapter": old.name, "version": old.manifest.version}
+        )
+
+    def _locked(self, fn: Any, *args: Any) -> Any:
+        with self._engine_lock:
+            return fn(*args)

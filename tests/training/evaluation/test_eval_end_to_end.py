@@ -1,0 +1,222 @@
+"""``behaviorlm eval`` end to end on a small prepared dataset built in code.
+
+Real parts: the data pipeline's synthetic log, the classical systems, the transformers engine
+on the tiny random Llama (zero-shot and a random LoRA adapter in a run directory), the report
+files and ``--compare``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from behaviorlm.cli import main
+from behaviorlm.manifest import AdapterManifest
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from training.data.pipeline import prepare_log
+    from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+
+    out = tmp_path_factory.mktemp("prepared") / "syn"
+    return prepare_log(
+        make_synthetic_log(150, 3000, 60, seed=1), out, name="synthetic", **SYNTHETIC_COLUMNS
+    )
+
+
+def test_classical_report_and_compare(
+    prepared: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "classical"
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(prepared.root),
+            "--out",
+            str(out),
+            "--systems",
+            "classical",
+            "--max-test-samples",
+            "40",
+            "--seed",
+            "3",
+        ]
+    )
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["evaluation"]["samples"] == 40
+    assert "seed 3" in report["evaluation"]["selection"]
+    ev = report["evaluation"]
+    assert ev["tail_samples"] > 0 and ev["anchor_samples"] + ev["tail_samples"] == 40
+    names = [s["name"] for s in report["systems"]]
+    assert names[:2] == ["most-popular", "user-frequency-all"]
+    assert "markov-user +LA1" in names  # logit-adjusted variant of every system
+    # Every number is recomputable from the saved probabilities.
+    saved = np.load(out / "predictions.npz")
+    true = saved["__true__"]
+    for system in report["systems"]:
+        name = system["name"]
+        assert saved[name].shape == (40, len(prepared.vocabulary))
+        top = saved[f"{name}:top"]
+        overall = system["metrics"]["overall"]
+        assert overall["accuracy"] == pytest.approx(float((top[:, 0] == true).mean()))
+        assert overall["hr@5"] == pytest.approx(float((top[:, :5] == true[:, None]).any(1).mean()))
+        assert overall["nll"] == pytest.approx(float(-np.log(saved[f"{name}:p_true"]).mean()))
+    # The most-popular system always predicts the most frequent behavior.
+    mp = report["systems"][0]
+    assert mp["metrics"]["overall"]["accuracy"] == pytest.approx(float((true == 0).mean()))
+    for png in ("anchor_tail.png", "per_behavior_f1.png", "reliability.png"):
+        assert (out / png).stat().st_size > 5000
+    md = (out / "report.md").read_text()
+    assert "| markov-user |" in md and "tail macro-F1" in md
+    capsys.readouterr()
+
+    rc = main(["eval", "--compare", str(out), str(out), "--out", str(tmp_path / "cmp")])
+    assert rc == 0
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert table.count("classical: most-popular |") == 2
+
+
+def test_bad_input_is_named(
+    prepared: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--systems",
+                "classical",
+            ]
+        )
+        == 2
+    )
+    assert "not a prepared dataset" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(prepared.root),
+                "--out",
+                str(tmp_path / "o"),
+                "--systems",
+                "classical,nonsense",
+            ]
+        )
+        == 2
+    )
+    assert "--systems: unknown ['nonsense']" in capsys.readouterr().err
+    assert main(["eval", "--compare", str(tmp_path)]) == 2
+    assert "no report.json" in capsys.readouterr().err
+
+
+def test_llm_systems_calibration_and_resume(prepared: Any, tiny_model: Any, tmp_path: Path) -> None:
+    from behaviorlm.testing import make_random_adapter
+
+    run = tmp_path / "models" / "tiny-run"
+    make_random_adapter(
+        tiny_model, run / "stage2", vocabulary=prepared.vocabulary, seed=0, name="tiny-run"
+    )
+    out = tmp_path / "llm"
+    argv = [
+        "eval",
+        "--data",
+        str(prepared.root),
+        "--out",
+        str(out),
+        "--runs",
+        str(run),
+        "--systems",
+        "most-popular,zero-shot,adapters",
+        "--base-model",
+        str(tiny_model.path),
+        "--dtype",
+        "float32",
+        "--max-test-samples",
+        "12",
+        "--max-validation-samples",
+        "10",
+        "--store-calibration",
+        "--logit-adjust",
+        "",
+    ]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    by_name = {s["name"]: s for s in report["systems"]}
+    zero = by_name[f"zero-shot ({tiny_model.path})"]
+    adapter = by_name["tiny-run/stage2"]
+    assert zero["kind"] == "llm-zero-shot" and adapter["kind"] == "llm-adapter"
+    assert adapter["params"]["stage"] == "stage2"
+    assert 0.0 < zero["params"]["mean_label_mass"] <= 1.0
+    calib = adapter["params"]["calibration"]
+    assert calib["validation_nll_after"] <= calib["validation_nll_before"] + 1e-9
+    assert "tiny-run/stage2 +T" in by_name
+    # The fitted temperature went into the adapter's manifest.
+    stored = AdapterManifest.load(run / "stage2").calibration
+    assert stored.temperature == pytest.approx(calib["temperature"])
+    assert stored.fitted_on is not None and "validation" in stored.fitted_on
+    saved = np.load(out / "predictions.npz")
+    probs = saved["tiny-run__stage2"]
+    assert probs.shape == (12, len(prepared.vocabulary))
+    assert probs.sum(axis=1) == pytest.approx(np.ones(12), abs=1e-5)
+    assert not np.allclose(probs, saved[f"zero-shot ({tiny_model.path})".replace("/", "__")])
+    # A rerun finds every score in the cache and reproduces the numbers.
+    assert list((out / "cache").glob("*.npz"))
+    assert main([*argv[:-3], "--logit-adjust", ""]) == 0
+    again = json.loads((out / "report.json").read_text())
+    again_adapter = {s["name"]: s for s in again["systems"]}["tiny-run/stage2"]
+    assert again_adapter["metrics"] == adapter["metrics"]
+
+
+@pytest.mark.slow
+def test_fewshot_experiment_with_the_tiny_preset(
+    prepared: Any, tiny_model: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "fewshot"
+    argv = [
+        "eval",
+        "--fewshot",
+        "--data",
+        str(prepared.root),
+        "--out",
+        str(out),
+        "--base-model",
+        str(tiny_model.path),
+        "--dtype",
+        "float32",
+        "--fewshot-ks",
+        "0,2",
+        "--fewshot-holdout",
+        "1",
+        "--fewshot-preset",
+        "tiny",
+        "--fewshot-other-samples",
+        "6",
+        "--fewshot-set",
+        "baseline.steps=2",
+    ]
+    assert main(argv) == 0
+    result = json.loads((out / "fewshot.json").read_text())
+    held = result["held_out"]
+    assert len(held) == 1 and held[0] in prepared.vocabulary.tails
+    k0, k2 = result["rows"]
+    # Training data: k picks of the held-out behavior on top of every other sample.
+    assert k2["train_samples"] - k0["train_samples"] == 2
+    for row in (k0, k2):
+        manifest = AdapterManifest.load(Path(row["adapter"]))
+        entry = {e.name: e for e in manifest.vocabulary}[held[0]]
+        assert entry.count == row["k"] and not entry.anchor
+        assert row["held_out_samples"] >= 1
+        assert 0.0 <= row["macro_recall"] <= 1.0
+    assert (out / "fewshot.png").stat().st_size > 5000
+    assert "| 2 |" in (out / "fewshot.md").read_text()

@@ -1,0 +1,55 @@
+"""Training config: presets load, overrides apply, bad values name the flag."""
+
+from __future__ import annotations
+
+import pytest
+
+from behaviorlm.errors import InputError
+from training.config import STRATEGIES, TrainConfig, config_from_dict, load_config
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "gpu"])
+def test_presets_load_and_round_trip(preset: str) -> None:
+    import yaml
+
+    config = load_config(preset)
+    assert isinstance(config, TrainConfig)
+    assert config_from_dict(yaml.safe_load(config.to_yaml())) == config
+
+
+def test_overrides_apply_to_nested_sections() -> None:
+    config = load_config(
+        "cpu", ["stage1.steps=17", "lora.target_modules=[q_proj,k_proj]", "subset.hard_fraction=0"]
+    )
+    assert config.stage1.steps == 17
+    assert config.lora.target_modules == ("q_proj", "k_proj")
+    assert config.subset.hard_fraction == 0.0
+    # untouched keys of the same section keep the preset's values
+    assert config.stage1.kl_weight == load_config("cpu").stage1.kl_weight
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("stage1.stepz=3", "stage1.stepz"),
+        ("stage2.steps=0", "stage2.steps"),
+        ("subset.hard_fraction=1.5", "subset.hard_fraction"),
+        ("lora.r=abc", "lora.r"),
+        ("dtype=float16", "dtype"),
+        ("lora.target_modules=[lm_head]", "lora.target_modules"),
+        ("stage1.kl_weight=-1", "stage1.kl_weight"),
+        ("nonsense", "key=value"),
+    ],
+)
+def test_bad_values_name_the_flag(override: str, named: str) -> None:
+    with pytest.raises(InputError, match=named.replace(".", r"\.")):
+        load_config("tiny", [override])
+
+
+def test_unknown_preset_lists_known_ones() -> None:
+    with pytest.raises(InputError, match="tiny"):
+        load_config("nope")
+
+
+def test_strategies() -> None:
+    assert STRATEGIES == ("behaviorlm", "sft", "balanced")

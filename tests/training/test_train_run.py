@@ -1,0 +1,275 @@
+"""Full training runs on the tiny model and a small synthetic prepared dataset.
+
+Real parts throughout: the data pipeline writes a prepared dataset, the trainer runs both
+stages with peft LoRA, difficulty goes through the shared constrained scorer, and reloaded
+adapters are scored by the TransformersEngine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from behaviorlm.manifest import AdapterManifest
+from behaviorlm.prompt import render_prompt
+from behaviorlm.trie import encode_answer
+
+torch = pytest.importorskip("torch")
+
+REPO = Path(__file__).resolve().parents[2]
+# The shared run: tiny preset with enough stage-1 steps for the kill/resume test to land inside.
+RUN_OVERRIDES = ["stage1.steps=24", "checkpoint_every=4", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.data.config import PrepareConfig
+    from training.data.pipeline import prepare_log
+    from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+
+    out = tmp_path_factory.mktemp("prepared") / "synth"
+    log = make_synthetic_log(60, 3000, 40, seed=0)
+    ds = prepare_log(
+        log, out, PrepareConfig(history_len=4, anchor_share=0.04), name="synth", **SYNTHETIC_COLUMNS
+    )
+    assert ds.vocabulary.anchors and ds.vocabulary.tails
+    return out
+
+
+def _config(*extra: str) -> Any:
+    from training.config import load_config
+
+    return load_config("tiny", [*RUN_OVERRIDES, *extra])
+
+
+@pytest.fixture(scope="module")
+def two_stage(prepared: Path, tiny_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from training.stages import TrainingData, train
+
+    out = tmp_path_factory.mktemp("runs") / "two-stage"
+    return train("behaviorlm", TrainingData.from_prepared(prepared), tiny_model, _config(), out)
+
+
+def _weights(adapter_dir: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(adapter_dir / "adapter_model.safetensors"))
+
+
+def test_two_stage_run_writes_adapters_with_manifests(
+    two_stage: Any, tiny_model: Any, smollm2_tokenizer: Any, prepared: Path
+) -> None:
+    out = two_stage.adapters["stage1"].parent
+    assert list(two_stage.adapters) == ["stage1", "stage2"]
+    for stage, path in two_stage.adapters.items():
+        manifest = AdapterManifest.load(path)
+        assert manifest.stage == stage and manifest.strategy == "behaviorlm"
+        assert manifest.base_model == tiny_model.ref
+        manifest.check_compatible(tiny_model.ref, smollm2_tokenizer)
+        vocab = manifest.to_vocabulary()
+        assert manifest.codes == [encode_answer(smollm2_tokenizer, n) for n in vocab.names]
+        assert manifest.metrics["steps"] == (24 if stage == "stage1" else 6)
+        assert (path / "config.yaml").exists() and (path / "loss.png").stat().st_size > 0
+        # only LoRA matrices are saved
+        keys = list(_weights(path))
+        assert keys and all("lora_A" in k or "lora_B" in k for k in keys)
+    assert not (out / "checkpoints").exists()
+    s1 = json.loads((two_stage.adapters["stage1"] / "train_log.json").read_text())
+    assert any(r["kl"] > 0 for r in s1)
+    s2 = AdapterManifest.load(two_stage.adapters["stage2"])
+    assert s2.data["subset"]["total"] == s2.data["stage_samples"]
+    assert sum(s2.data["subset"]["hard"].values()) > 0
+
+
+def test_difficulty_is_saved_per_sample(two_stage: Any) -> None:
+    import pandas as pd
+
+    frame = pd.read_parquet(two_stage.adapters["stage1"].parent / "difficulty.parquet")
+    assert len(frame) > 0
+    assert ((frame["difficulty"] >= 0) & (frame["difficulty"] <= 1)).all()
+    assert (frame["difficulty"] + frame["p_true"] - 1).abs().max() < 1e-9
+
+
+def test_stage2_continues_stage1(two_stage: Any) -> None:
+    s1, s2 = _weights(two_stage.adapters["stage1"]), _weights(two_stage.adapters["stage2"])
+    assert s1.keys() == s2.keys()
+    assert any(not torch.equal(s1[k], s2[k]) for k in s1)
+    assert any(float(v.abs().max()) > 0 for k, v in s1.items() if "lora_B" in k)
+
+
+def test_only_lora_weights_change(two_stage: Any, tiny_model: Any) -> None:
+    from transformers import AutoModelForCausalLM
+
+    fresh = AutoModelForCausalLM.from_pretrained(str(tiny_model.path), dtype=torch.float32)
+    base = dict(two_stage.model.get_base_model().named_parameters())
+    for name, param in fresh.named_parameters():
+        key = name.replace(".weight", ".base_layer.weight") if name not in base else name
+        trained = base[key] if key in base else base[name]
+        assert torch.equal(param, trained), name
+        assert not trained.requires_grad, name
+
+
+def test_saved_adapter_reloads_to_identical_scores(
+    two_stage: Any, tiny_model: Any, prepared: Path
+) -> None:
+    from behaviorlm.scoring import AdapterSpec, ScoreRequest
+    from behaviorlm.scoring.constrained import constrained_scores
+    from behaviorlm.scoring.transformers_engine import TransformersEngine
+    from training.data.dataset import PreparedDataset
+
+    path = two_stage.adapters["stage2"]
+    manifest = AdapterManifest.load(path)
+    samples = list(PreparedDataset.load(prepared).samples("test")[:6])
+    prompts = [render_prompt(s.history, s.now, s.now_context) for s in samples]
+    in_memory = constrained_scores(
+        two_stage.model, two_stage.tokenizer, prompts, [two_stage.trie] * len(prompts)
+    )
+    engine = TransformersEngine(tiny_model, dtype="float32")
+    try:
+        engine.load_adapter(AdapterSpec("s2", path, manifest))
+        names = tuple(manifest.to_vocabulary().names)
+        results = engine.score_batch([ScoreRequest(p, names, "s2") for p in prompts])
+    finally:
+        engine.close()
+    for (probs, _), result in zip(in_memory, results, strict=True):
+        assert result.behaviors == two_stage.trie.names
+        assert abs(result.probs - probs).max() < 1e-6
+
+
+def test_kl_weight_zero_is_plain_anchor_tuning(
+    prepared: Path, tiny_model: Any, tmp_path: Path
+) -> None:
+    from training.stages import TrainingData, train
+
+    result = train(
+        "behaviorlm",
+        TrainingData.from_prepared(prepared),
+        tiny_model,
+        _config("stage1.kl_weight=0", "stage1.steps=4"),
+        tmp_path / "kl0",
+    )
+    log = json.loads((result.adapters["stage1"] / "train_log.json").read_text())
+    assert all(r["kl"] == 0 and r["loss"] == r["nll"] for r in log)
+    assert (result.adapters["stage2"] / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("strategy", ["sft", "balanced"])
+def test_baseline_strategies(
+    strategy: str, prepared: Path, tiny_model: Any, tmp_path: Path
+) -> None:
+    from training.stages import TrainingData, train
+
+    data = TrainingData.from_prepared(prepared)
+    result = train(strategy, data, tiny_model, _config("baseline.steps=4"), tmp_path / strategy)
+    assert list(result.adapters) == [strategy]
+    manifest = AdapterManifest.load(result.adapters[strategy])
+    assert manifest.stage == strategy and manifest.strategy == strategy
+    expected = len(data.targets) if strategy == "sft" else manifest.data["subset"]["total"]
+    assert manifest.data["stage_samples"] == expected
+    if strategy == "balanced":
+        assert max(manifest.data["subset"]["per_class"].values()) <= 6
+
+
+def test_existing_run_needs_resume(two_stage: Any, prepared: Path, tiny_model: Any) -> None:
+    from behaviorlm.errors import InputError
+    from training.stages import TrainingData, train
+
+    out = two_stage.adapters["stage1"].parent
+    with pytest.raises(InputError, match="--resume"):
+        train("behaviorlm", TrainingData.from_prepared(prepared), tiny_model, _config(), out)
+    with pytest.raises(InputError, match="differs"):
+        train(
+            "behaviorlm",
+            TrainingData.from_prepared(prepared),
+            tiny_model,
+            _config("seed=5"),
+            out,
+            resume=True,
+        )
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(
+    two_stage: Any, prepared: Path, tiny_model: Any, tmp_path: Path
+) -> None:
+    """SIGKILL after the first checkpoint, --resume, compare with the uninterrupted run."""
+    from training.stages import TrainingData, train
+
+    out = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.cli",
+        "--strategy",
+        "behaviorlm",
+        "--data",
+        str(prepared),
+        "--preset",
+        "tiny",
+        "--base-model",
+        str(tiny_model.path),
+        "--out",
+        str(out),
+        *RUN_OVERRIDES,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    checkpoint = out / "checkpoints" / "stage1.pt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert checkpoint.exists() and not (out / "stage2" / "manifest.json").exists()
+
+    result = train(
+        "behaviorlm", TrainingData.from_prepared(prepared), tiny_model, _config(), out, resume=True
+    )
+    for stage in ("stage1", "stage2"):
+        want, got = _weights(two_stage.adapters[stage]), _weights(result.adapters[stage])
+        assert want.keys() == got.keys()
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(
+    two_stage: Any, prepared: Path, tiny_model: Any, tmp_path: Path
+) -> None:
+    """DDP over gloo on CPU: 2 ranks split each global batch; same weights as 1 process."""
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [
+        str(torchrun),
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "training.cli",
+        "--data",
+        str(prepared),
+        "--preset",
+        "tiny",
+        "--base-model",
+        str(tiny_model.path),
+        "--out",
+        str(out),
+        *RUN_OVERRIDES,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=400)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    want, got = _weights(two_stage.adapters["stage1"]), _weights(out / "stage1")
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=0)
+    assert (out / "stage2" / "manifest.json").exists()

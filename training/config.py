@@ -1,0 +1,299 @@
+"""Training configuration: frozen dataclasses from a YAML preset plus ``key=value`` overrides.
+
+A preset (``training/presets/<name>.yaml``) or any YAML file gives the values; command-line
+overrides use dotted keys (``stage1.steps=100``, ``lora.target_modules=[q_proj,v_proj]``) and
+YAML syntax for values. Every value is type-checked and range-checked on creation, and an error
+names the key (as a flag) and the value. The resolved config is saved with every adapter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from behaviorlm.errors import InputError
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+Strategy = Literal["behaviorlm", "sft", "balanced"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+Dtype = Literal["bfloat16", "float32"]
+
+
+def _fail(key: str, value: Any, why: str) -> InputError:
+    return InputError(f"config '{key}={value!r}': {why}")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The LoRA adapter (peft). Embeddings and lm_head are never trained, tokens never added."""
+
+    r: int = 8  # rank of the update matrices
+    alpha: int = 16  # scaling numerator (update scaled by alpha / r)
+    dropout: float = 0.05  # dropout on the LoRA input
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # linear layers that get an adapter
+
+    def check(self, where: str) -> None:
+        if self.r < 1:
+            raise _fail(f"{where}.r", self.r, "must be >= 1")
+        if self.alpha < 1:
+            raise _fail(f"{where}.alpha", self.alpha, "must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise _fail(f"{where}.dropout", self.dropout, "must be in [0, 1)")
+        if not self.target_modules:
+            raise _fail(f"{where}.target_modules", self.target_modules, "needs at least one")
+        forbidden = {"embed_tokens", "lm_head"} & set(self.target_modules)
+        if forbidden:
+            raise _fail(
+                f"{where}.target_modules",
+                self.target_modules,
+                f"{sorted(forbidden)} must stay frozen (vLLM refuses such adapters)",
+            )
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """One optimisation stage (stage 1, stage 2, or the single stage of sft / balanced)."""
+
+    steps: int = 300  # optimizer steps
+    batch_size: int = 8  # samples per optimizer step
+    lr: float = 1e-3  # peak AdamW learning rate (after warmup; linear decay to lr_end_ratio)
+    lr_end_ratio: float = 0.1  # final lr as a fraction of lr
+    warmup_steps: int = 10  # linear warmup from 0
+    weight_decay: float = 0.0  # AdamW weight decay on the LoRA matrices
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    # Knowledge preservation: weight of KL(base || adapted) over the first tokens of the
+    # non-target behaviors at the answer's first position (see docs/training.md). 0 = off.
+    kl_weight: float = 0.0
+
+    def check(self, where: str) -> None:
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
+        for name, value in positive.items():
+            if value <= 0:
+                raise _fail(f"{where}.{name}", value, "must be > 0")
+        if not 0.0 <= self.lr_end_ratio <= 1.0:
+            raise _fail(f"{where}.lr_end_ratio", self.lr_end_ratio, "must be in [0, 1]")
+        nonneg = {
+            "warmup_steps": self.warmup_steps,
+            "weight_decay": self.weight_decay,
+            "max_grad_norm": self.max_grad_norm,
+            "kl_weight": self.kl_weight,
+        }
+        for name, value in nonneg.items():
+            if value < 0:
+                raise _fail(f"{where}.{name}", value, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class DifficultySettings:
+    """Difficulty scoring with the stage-1 adapter: difficulty = 1 - p(true behavior)."""
+
+    per_class: int = 400  # candidates scored per behavior (all of a behavior's samples if fewer)
+    max_samples: int = 6000  # cap on samples scored in total (per_class shrinks to fit)
+    batch_size: int = 32  # prompts per scoring batch
+
+    def check(self, where: str) -> None:
+        for name in ("per_class", "max_samples", "batch_size"):
+            value = getattr(self, name)
+            if value < 1:
+                raise _fail(f"{where}.{name}", value, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SubsetSettings:
+    """The class-balanced subset of stage 2 (and of the ``balanced`` strategy)."""
+
+    per_class_max: int = 200  # M: samples per behavior (all of them where a behavior has fewer)
+    # Share of each behavior's M taken hardest-first (difficulty ranked WITHIN the behavior);
+    # the rest are random, so easy samples (and the anchors) are not forgotten.
+    hard_fraction: float = 0.5
+
+    def check(self, where: str) -> None:
+        if self.per_class_max < 1:
+            raise _fail(f"{where}.per_class_max", self.per_class_max, "must be >= 1")
+        if not 0.0 <= self.hard_fraction <= 1.0:
+            raise _fail(f"{where}.hard_fraction", self.hard_fraction, "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs besides the data and the base model."""
+
+    seed: int = 0  # seeds sampling, LoRA init and dropout; same seed + config = same weights
+    dtype: Dtype = "bfloat16"  # base model weights and activations (LoRA weights stay fp32)
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    checkpoint_every: int = 50  # optimizer steps between checkpoints (0 = never)
+    log_every: int = 10  # optimizer steps between loss log lines
+    # Batches are drawn in pools of this many batches, sorted by length within the pool and cut
+    # into batches, so each batch holds sequences of (nearly) the same length: no padding waste.
+    length_pool: int = 16
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    stage1: StageSettings = field(default_factory=lambda: StageSettings(kl_weight=1.0))
+    difficulty: DifficultySettings = field(default_factory=DifficultySettings)
+    stage2: StageSettings = field(default_factory=StageSettings)
+    subset: SubsetSettings = field(default_factory=SubsetSettings)
+    # The single stage of the ``sft`` and ``balanced`` baselines (same total steps by default).
+    baseline: StageSettings = field(default_factory=lambda: StageSettings(steps=600))
+
+    def __post_init__(self) -> None:
+        if self.dtype not in get_args(Dtype):
+            raise _fail("dtype", self.dtype, f"must be one of {list(get_args(Dtype))}")
+        for name in ("threads", "checkpoint_every", "seed"):
+            if getattr(self, name) < 0:
+                raise _fail(name, getattr(self, name), "must be >= 0")
+        for name in ("log_every", "length_pool"):
+            if getattr(self, name) < 1:
+                raise _fail(name, getattr(self, name), "must be >= 1")
+        self.lora.check("lora")
+        self.stage1.check("stage1")
+        self.stage2.check("stage2")
+        self.baseline.check("baseline")
+        self.difficulty.check("difficulty")
+        self.subset.check("subset")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` (the few types configs use)."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise _fail(key, value, f"must be one of {list(get_args(tp))}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise _fail(key, value, "must be a list")
+        return tuple(_coerce(key, v, get_args(tp)[0]) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type {tp}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(key, value, "must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise _fail(key, value, "must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(key, value, "must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(key, value, "must be a string")
+        return value
+    raise TypeError(f"unsupported config type {tp}")
+
+
+def _build(cls: Any, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise _fail(full, value, f"unknown key; known: {sorted(names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise _fail(full, value, "must be a mapping of sub-keys")
+            # Sub-configs start from the field's own default (e.g. stage1's kl_weight=1.0).
+            factory: Any = next(f for f in dataclasses.fields(cls) if f.name == key).default_factory
+            base = dataclasses.asdict(factory())
+            base.update(value)
+            kwargs[key] = _build(tp, base, f"{full}.")
+        else:
+            kwargs[key] = _coerce(full, value, tp)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise _fail(key, value, f"'{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["stage1.steps=100", "lora.r=4"]`` -> nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"override {item!r}: expected key=value, e.g. stage1.steps=100")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise InputError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_path(preset: str) -> Path:
+    """A preset name (``tiny``, ``cpu``, ``gpu``) or a path to a YAML file."""
+    path = Path(preset)
+    if path.suffix in {".yaml", ".yml"}:
+        if not path.exists():
+            raise InputError(f"--preset {preset}: file not found")
+        return path
+    path = PRESETS_DIR / f"{preset}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        raise InputError(f"--preset {preset}: unknown preset; known: {known} or a .yaml path")
+    return path
+
+
+def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
+    if not isinstance(data, Mapping):
+        raise InputError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    config: TrainConfig = _build(TrainConfig, data, "")
+    return config
+
+
+def load_config(preset: str, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Preset values, then the overrides; validated."""
+    path = preset_path(preset)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: invalid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    return config_from_dict(_merge(data, parse_overrides(overrides)))

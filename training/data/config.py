@@ -1,0 +1,142 @@
+"""How a behavior log becomes samples: the one configuration object of the data pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from behaviorlm.errors import InputError
+from behaviorlm.vocabulary import DEFAULT_ANCHOR_SHARE
+
+SplitMode = Literal["leave-one-out", "ratio", "dataset"]
+Fallback = Literal["parent", "other", "drop"]
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Options of ``behaviorlm data prepare``; each field is also a ``--flag`` (dashes).
+
+    Fields:
+        history_len: K, the number of previous events shown to the model (the paper's window).
+        min_history: events a user must have before an event can be a target.
+        split: ``leave-one-out`` = per user, the last target is test, the one before is
+            validation, the rest train (filled from the end: a user with one target only has a
+            test sample); ``ratio`` = per user, the first ``ratios[0]`` of targets in time are
+            train, the next ``ratios[1]`` validation, the rest test; ``dataset`` = the split
+            column the reader provides (SmartThings' trn/vld/test).
+        ratios: train/validation/test shares for ``split=ratio``.
+        min_count: behaviors with fewer training targets go to the fallback.
+        max_vocab: at most this many labels in the final vocabulary (fallback labels included);
+            the least frequent behaviors beyond it go to the fallback. None = no limit.
+        fallback: what rare behaviors become: ``parent`` (the behavior's parent category when
+            the data has one, else the ``other_label``), ``other`` (one ``other_label`` bucket)
+            or ``drop`` (their samples are removed; they still appear in histories).
+        other_label: the name of the catch-all label.
+        anchor_share: a label with a training share above this is an anchor (paper: 1%).
+        keep_duplicates: keep rows identical in user, time, behavior and context.
+        strict: stop at the first bad row instead of skipping and counting it.
+    """
+
+    history_len: int = 10
+    min_history: int = 1
+    split: SplitMode = "leave-one-out"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    min_count: int = 5
+    max_vocab: int | None = None
+    fallback: Fallback = "parent"
+    other_label: str = "other"
+    anchor_share: float = DEFAULT_ANCHOR_SHARE
+    keep_duplicates: bool = False
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(flag: str, why: str) -> InputError:
+            return InputError(f"--{flag.replace('_', '-')}: {why}")
+
+        if self.history_len < 1:
+            raise bad("history_len", f"must be at least 1, got {self.history_len}")
+        if self.min_history < 0:
+            raise bad("min_history", f"must be at least 0, got {self.min_history}")
+        if self.split not in ("leave-one-out", "ratio", "dataset"):
+            raise bad("split", f"must be leave-one-out, ratio or dataset, got {self.split!r}")
+        if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or sum(self.ratios) <= 0:
+            raise bad("ratios", f"need three non-negative shares, got {self.ratios}")
+        if abs(sum(self.ratios) - 1.0) > 1e-6:
+            raise bad("ratios", f"shares must sum to 1, got {self.ratios}")
+        if self.min_count < 0:
+            raise bad("min_count", f"must be at least 0, got {self.min_count}")
+        if self.max_vocab is not None and self.max_vocab < 1:
+            raise bad("max_vocab", f"must be at least 1, got {self.max_vocab}")
+        if self.fallback not in ("parent", "other", "drop"):
+            raise bad("fallback", f"must be parent, other or drop, got {self.fallback!r}")
+        if not self.other_label.strip() or self.other_label != " ".join(self.other_label.split()):
+            raise bad("other_label", f"must be a non-empty single-line name: {self.other_label!r}")
+        if not 0.0 <= self.anchor_share < 1.0:
+            raise bad("anchor_share", f"must be in [0, 1), got {self.anchor_share}")
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ratios"] = list(self.ratios)
+        return out
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str = "config") -> PrepareConfig:
+        """Build from a YAML/JSON mapping or CLI overrides; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"{where}: unknown option(s) {unknown}; known: {sorted(known)}")
+        kwargs = dict(values)
+        if "ratios" in kwargs:
+            kwargs["ratios"] = _parse_ratios(kwargs["ratios"])
+        return cls(**kwargs)
+
+    def with_overrides(self, values: Mapping[str, Any]) -> PrepareConfig:
+        merged = {**self.to_json(), **values}
+        return PrepareConfig.from_mapping(merged)
+
+
+def _parse_ratios(value: Any) -> tuple[float, float, float]:
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        out = tuple(float(p) for p in parts)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"--ratios: expected three numbers like 0.8,0.1,0.1, got {value!r}"
+        ) from exc
+    if len(out) != 3:
+        raise InputError(f"--ratios: expected three numbers like 0.8,0.1,0.1, got {value!r}")
+    return (out[0], out[1], out[2])
+
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A YAML file of PrepareConfig fields, or the name of a preset in ``presets/``."""
+    import yaml
+
+    if not path.exists() and path.suffix == "" and (PRESETS_DIR / f"{path}.yaml").is_file():
+        path = PRESETS_DIR / f"{path}.yaml"
+    elif not path.exists():
+        raise InputError(f"--config: {path} is neither a file nor a preset ({presets()})")
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"--config: {path} is not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"--config: {path} must hold a mapping of options")
+    return data
+
+
+__all__ = ["SPLITS", "Fallback", "PrepareConfig", "SplitMode", "load_config_file", "presets"]

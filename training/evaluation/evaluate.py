@@ -1,0 +1,386 @@
+"""Run every requested system on the same test samples of a prepared dataset and score them.
+
+Sample selection: with ``max_test_samples`` N (< the split size) a seeded uniform random subset
+of N test samples is taken (sorted back into file order), so the natural anchor/tail mix is kept
+and overall numbers stay comparable to the full split. ``selection="anchor-tail"`` instead takes
+N/2 anchor-target and N/2 tail-target samples (the prototype's stratified set: tail numbers get
+more samples, overall numbers are no longer the natural mix). Every system sees exactly those
+samples.
+
+Classical systems are fitted on the whole train split, tune their smoothing on the whole
+validation split and get a temperature fitted there (ranking unchanged, NLL/ECE calibrated).
+LLM temperatures are fitted on a seeded random subset of at most ``max_validation_samples``
+validation samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from behaviorlm.errors import InputError
+from training.evaluation import CLASSICAL, GROUPS, KNOWN
+from training.evaluation import metrics as M
+from training.evaluation.calibration import apply_temperature, fit_temperature, logit_adjust
+from training.evaluation.sequences import load_event_arrays, split_sequences
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Fields (each is a ``behaviorlm eval`` flag):
+    data: prepared dataset directory.
+    out: report directory (report.json, report.md, plots, cache/ for resumable LLM scores).
+    runs: training run directories (``models/<run>``) whose adapters are evaluated.
+    systems: names from KNOWN or the group ``classical``; ``adapters`` = every adapter of runs.
+    split: the split evaluated (test by default).
+    max_test_samples: evaluate a seeded random subset of this many samples (None = all).
+    selection: ``uniform`` random subset, or ``anchor-tail`` (half anchor, half tail targets).
+    max_validation_samples: LLM temperature fitting uses at most this many validation samples.
+    seed: subset selection and SASRec seed.
+    last_k: window of ``user-frequency-lastk`` (None = the dataset's history length K).
+    logit_adjust: taus of the post-hoc logit-adjusted variants (empty = none).
+    calibrate: fit a temperature per LLM system on validation NLL and report both.
+    store_calibration: write the fitted temperature into each adapter's manifest.
+    engine / base_model / dtype / batch_size: the scoring engine for LLM systems.
+    sasrec_max_seconds / sasrec_epochs: bounds on SASRec training.
+    """
+
+    data: Path
+    out: Path
+    runs: tuple[Path, ...] = ()
+    systems: tuple[str, ...] = ("classical", "sasrec", "adapters")
+    split: str = "test"
+    max_test_samples: int | None = None
+    selection: str = "uniform"
+    max_validation_samples: int = 300
+    seed: int = 0
+    last_k: int | None = None
+    logit_adjust: tuple[float, ...] = (1.0,)
+    calibrate: bool = True
+    store_calibration: bool = False
+    engine: str = "auto"
+    base_model: str = "smollm2"
+    dtype: str = "bfloat16"
+    batch_size: int = 16
+    sasrec_max_seconds: float = 240.0
+    sasrec_epochs: int = 8
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.systems if s not in KNOWN and s not in GROUPS]
+        if unknown:
+            raise InputError(f"--systems: unknown {unknown}; known: {[*GROUPS, *KNOWN]}")
+        if self.max_test_samples is not None and self.max_test_samples < 1:
+            raise InputError(f"--max-test-samples: must be >= 1, got {self.max_test_samples}")
+        if self.selection not in ("uniform", "anchor-tail"):
+            raise InputError(f"--selection: uniform or anchor-tail, got {self.selection!r}")
+        if self.selection == "anchor-tail" and self.max_test_samples is None:
+            raise InputError("--selection anchor-tail needs --max-test-samples")
+        if self.max_validation_samples < 1:
+            raise InputError("--max-validation-samples: must be >= 1")
+        if self.last_k is not None and self.last_k < 1:
+            raise InputError(f"--last-k: must be >= 1, got {self.last_k}")
+        if self.runs and "adapters" not in self.systems:
+            raise InputError("--runs given but --systems does not include 'adapters'")
+
+    def expanded(self) -> list[str]:
+        out: list[str] = []
+        for s in self.systems:
+            for name in GROUPS.get(s, (s,)):
+                if name not in out:
+                    out.append(name)
+        return out
+
+
+@dataclass
+class SystemResult:
+    name: str
+    kind: str
+    probs: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    variant_of: str | None = None
+
+
+def choose_subset(n: int, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or limit >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=limit, replace=False))
+
+
+def choose_stratified(is_anchor: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """limit/2 anchor-target and limit/2 tail-target samples (all of a group if it is smaller)."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for group in (np.flatnonzero(is_anchor), np.flatnonzero(~is_anchor)):
+        size = min(limit // 2, len(group))
+        picks.append(rng.choice(group, size=size, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def run_classical(
+    cfg: EvalConfig,
+    ds: Any,
+    names: Sequence[str],
+    test_idx: np.ndarray,
+) -> list[SystemResult]:
+    from training.evaluation.baselines import GlobalMarkov, MostPopular, UserFrequency, UserMarkov
+    from training.evaluation.sasrec import SASRec, SASRecConfig
+
+    wanted = [n for n in names if n in CLASSICAL or n == "sasrec"]
+    if not wanted:
+        return []
+    vocab = ds.vocabulary
+    events = load_event_arrays(ds.root, vocab.names)
+    train = split_sequences(ds.root, "train", events, vocab.names)
+    validation = split_sequences(ds.root, "validation", events, vocab.names)
+    test = split_sequences(ds.root, cfg.split, events, vocab.names).subset(test_idx)
+    last_k = cfg.last_k or int(ds.info.get("config", {}).get("history_len", 10))
+    glob = GlobalMarkov(vocab.counts, len(events.raw_names))
+    systems: dict[str, Any] = {
+        "most-popular": MostPopular(vocab.counts),
+        "user-frequency-all": UserFrequency(vocab.counts, window=None),
+        "user-frequency-lastk": UserFrequency(vocab.counts, window=last_k),
+        "markov-global": glob,
+        "markov-user": UserMarkov(glob),
+        "sasrec": SASRec(
+            len(events.raw_names),
+            len(vocab.names),
+            SASRecConfig(
+                seed=cfg.seed,
+                max_len=max(20, last_k),
+                max_seconds=cfg.sasrec_max_seconds,
+                epochs=cfg.sasrec_epochs,
+            ),
+        ),
+    }
+    out = []
+    for name in wanted:
+        system = systems[name]
+        start = time.monotonic()
+        system.fit(train, validation if len(validation) else None)
+        probs = system.predict(test)
+        params = dict(system.params)
+        if len(validation):
+            # A temperature keeps the ranking (what the system's name promises) and fixes the
+            # spread: classical systems are compared with calibrated LLMs on NLL/ECE fairly.
+            fit = fit_temperature(system.predict(validation), validation.targets)
+            probs = apply_temperature(probs, fit.temperature)
+            params["calibration"] = {
+                "temperature": fit.temperature,
+                "validation_nll_before": fit.nll_before,
+                "validation_nll_after": fit.nll_after,
+                "validation_samples": fit.samples,
+            }
+        out.append(
+            SystemResult(
+                system.name,
+                "sequence-model" if name == "sasrec" else "classical",
+                probs,
+                params,
+                time.monotonic() - start,
+            )
+        )
+        log.info("%s: fitted and scored in %.1f s", system.name, out[-1].seconds)
+    return out
+
+
+def run_llm(
+    cfg: EvalConfig,
+    ds: Any,
+    names: Sequence[str],
+    test_idx: np.ndarray,
+) -> list[SystemResult]:
+    from training.evaluation.calibration import store_temperature
+    from training.evaluation.systems import LLMSystem, discover_adapters, open_engine, score_samples
+
+    systems: list[LLMSystem] = []
+    if "zero-shot" in names:
+        systems.append(LLMSystem(name=f"zero-shot ({cfg.base_model})"))
+    if "adapters" in names:
+        for run in cfg.runs:
+            systems.extend(discover_adapters(run))
+    if not systems:
+        return []
+    behaviors = ds.vocabulary.names
+    test_samples = ds.samples(cfg.split).take(test_idx)
+    n_val = ds.num_samples("validation")
+    val_idx = choose_subset(n_val, cfg.max_validation_samples, cfg.seed)
+    val_samples = ds.samples("validation").take(val_idx)
+    index = {n: i for i, n in enumerate(behaviors)}
+    val_true = np.array(
+        [index[t] for t in np.asarray(ds.targets("validation"))[val_idx]], dtype=np.int64
+    )
+    cache = cfg.out / "cache"
+    out: list[SystemResult] = []
+    for system in systems:
+        start = time.monotonic()
+        engine = open_engine(cfg.engine, cfg.base_model, system, cfg.dtype, cfg.batch_size)
+        try:
+            probs, mass = score_samples(engine, system, test_samples, behaviors, cache, "test")
+            val_probs = (
+                score_samples(engine, system, val_samples, behaviors, cache, "validation")[0]
+                if cfg.calibrate and len(val_idx)
+                else None
+            )
+        finally:
+            engine.close()
+        params: dict[str, Any] = {"mean_label_mass": float(mass.mean())}
+        if system.manifest is not None:
+            trained = {e.name for e in system.manifest.vocabulary}
+            unseen = sorted(set(behaviors) - trained)
+            if unseen:  # scored anyway (the trie takes any name), but say so
+                log.warning(
+                    "%s: %d dataset behaviors are not in the adapter's vocabulary, e.g. %s",
+                    system.name,
+                    len(unseen),
+                    unseen[:3],
+                )
+                params["behaviors_not_in_adapter_vocabulary"] = len(unseen)
+            params.update(
+                stage=system.manifest.stage,
+                strategy=system.manifest.strategy,
+                version=system.manifest.version,
+                adapter=str(system.adapter_dir),
+                stored_temperature=system.manifest.calibration.temperature,
+            )
+        res = SystemResult(system.name, system.kind, probs, params, time.monotonic() - start)
+        out.append(res)
+        if val_probs is not None:
+            fit = fit_temperature(val_probs, val_true)
+            calib = {
+                "temperature": fit.temperature,
+                "validation_nll_before": fit.nll_before,
+                "validation_nll_after": fit.nll_after,
+                "validation_samples": fit.samples,
+            }
+            res.params["calibration"] = calib
+            out.append(
+                SystemResult(
+                    f"{system.name} +T",
+                    system.kind,
+                    apply_temperature(probs, fit.temperature),
+                    dict(calib),
+                    variant_of=system.name,
+                )
+            )
+            if cfg.store_calibration and system.adapter_dir is not None:
+                store_temperature(
+                    system.adapter_dir, fit, f"{ds.name} validation ({fit.samples} samples)"
+                )
+                log.info(
+                    "%s: stored temperature %.3f in its manifest", system.name, fit.temperature
+                )
+    return out
+
+
+def add_logit_adjusted(
+    results: list[SystemResult], prior: np.ndarray, taus: Sequence[float]
+) -> list[SystemResult]:
+    extra = []
+    for res in results:
+        # Adjusting the popularity prior by itself gives a uniform distribution: skip it.
+        if res.variant_of is not None or res.name == "most-popular":
+            continue
+        for tau in taus:
+            extra.append(
+                SystemResult(
+                    f"{res.name} +LA{tau:g}",
+                    res.kind,
+                    logit_adjust(res.probs, prior, tau),
+                    {"tau": tau},
+                    variant_of=res.name,
+                )
+            )
+    return extra
+
+
+def score_result(res: SystemResult, true: np.ndarray, vocab: Any) -> dict[str, Any]:
+    anchor = np.array([vocab.is_anchor(n) for n in vocab.names])
+    return {
+        "name": res.name,
+        "kind": res.kind,
+        "variant_of": res.variant_of,
+        "params": res.params,
+        "seconds": round(res.seconds, 2),
+        "metrics": M.compute_metrics(res.probs, true, anchor),
+        "per_behavior": M.per_behavior(res.probs, true, vocab.names, vocab.counts, anchor),
+        "reliability": M.reliability(res.probs, true),
+    }
+
+
+def evaluate(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(report body with every number, probabilities per system) — see report.py for files."""
+    from training.data.dataset import PreparedDataset
+
+    ds = PreparedDataset.load(cfg.data)
+    if cfg.split not in ds.splits():
+        raise InputError(f"--split: {cfg.split!r} is not one of {list(ds.splits())}")
+    n = ds.num_samples(cfg.split)
+    if n == 0:
+        raise InputError(f"{cfg.data}: the {cfg.split} split has no samples")
+    vocab = ds.vocabulary
+    all_targets = np.asarray(ds.targets(cfg.split))
+    if cfg.selection == "anchor-tail" and cfg.max_test_samples is not None:
+        is_anchor = np.array([vocab.is_anchor(str(t)) for t in all_targets])
+        test_idx = choose_stratified(is_anchor, cfg.max_test_samples, cfg.seed)
+        selection = f"stratified: half anchor-target, half tail-target samples (seed {cfg.seed})"
+    else:
+        test_idx = choose_subset(n, cfg.max_test_samples, cfg.seed)
+        selection = (
+            "all" if len(test_idx) == n else f"seeded uniform random subset (seed {cfg.seed})"
+        )
+    index = {name: i for i, name in enumerate(vocab.names)}
+    true = np.array([index[t] for t in all_targets[test_idx]], dtype=np.int64)
+    names = cfg.expanded()
+    results = run_classical(cfg, ds, names, test_idx) + run_llm(cfg, ds, names, test_idx)
+    prior = np.asarray(vocab.counts, dtype=np.float64) + 1.0
+    results += add_logit_adjusted(results, prior / prior.sum(), cfg.logit_adjust)
+    anchor_mask = np.array([vocab.is_anchor(n) for n in vocab.names])
+    body = {
+        "data": {
+            "root": str(ds.root),
+            "name": ds.name,
+            "info": ds.info,
+            "vocabulary_size": len(vocab),
+            "anchors": len(vocab.anchors),
+            "tails": len(vocab.tails),
+            "anchor_share": vocab.anchor_share,
+            "anchor_cut_count": min(
+                (c for n, c in zip(vocab.names, vocab.counts, strict=True) if vocab.is_anchor(n)),
+                default=None,
+            ),
+            "train_anchor_target_share": (
+                sum(c for n, c in zip(vocab.names, vocab.counts, strict=True) if vocab.is_anchor(n))
+                / max(vocab.total, 1)
+            ),
+            "samples": {s: ds.num_samples(s) for s in ds.splits()},
+        },
+        "evaluation": {
+            "split": cfg.split,
+            "samples": len(test_idx),
+            "of": n,
+            "selection": selection,
+            "anchor_samples": int(anchor_mask[true].sum()),
+            "tail_samples": int((~anchor_mask[true]).sum()),
+            "test_classes_present": len(np.unique(true)),
+        },
+        "systems": [score_result(r, true, vocab) for r in results],
+    }
+    probs = {r.name: r.probs for r in results}
+    probs["__true__"] = true
+    probs["__indices__"] = test_idx
+    if not results:
+        raise InputError("no system ran: check --systems and --runs")
+    return body, probs
+
+
+__all__ = ["EvalConfig", "SystemResult", "choose_subset", "evaluate"]

@@ -1,0 +1,251 @@
+"""Few-shot tail experiment: can a tail behavior be learned from k examples?
+
+A few tail behaviors are held out: for each k (default 0, 5, 20) an adapter is trained (through
+``training.stages.train``, any strategy and preset) on the train split with every sample of the
+held-out behaviors removed except k seeded picks per behavior. The held-out behaviors stay in the
+vocabulary (count k; with k = 0 they are known by name only). Each adapter is then scored on the
+test samples of the held-out behaviors plus a seeded random set of other test samples (so
+precision means something), and their recall / precision / F1 / HR@5 are reported.
+
+Held-out choice: tail behaviors with at least max(k) training targets, the ones with the most
+test samples first (ties by name), unless ``behaviors`` names them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from behaviorlm.errors import InputError
+from behaviorlm.vocabulary import Vocabulary
+from training.config import Strategy
+from training.evaluation import metrics as M
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    """Fields (``behaviorlm eval --fewshot`` flags):
+    data / out: prepared dataset; output directory (adapters in out/k<k>/, fewshot.json/md/png).
+    ks: examples per held-out behavior.
+    holdout: how many tail behaviors to hold out (ignored when ``behaviors`` is given).
+    behaviors: explicit held-out behaviors.
+    strategy / preset / overrides: the training run (``behaviorlm train`` semantics).
+    other_test_samples: extra test samples of other behaviors in the evaluation set.
+    base_model / engine / dtype / batch_size: model and scoring engine.
+    seed: picks of the k examples and of the other test samples.
+    """
+
+    data: Path
+    out: Path
+    ks: tuple[int, ...] = (0, 5, 20)
+    holdout: int = 3
+    behaviors: tuple[str, ...] = ()
+    strategy: Strategy = "balanced"
+    preset: str = "cpu"
+    overrides: tuple[str, ...] = ()
+    other_test_samples: int = 200
+    base_model: str = "smollm2"
+    engine: str = "auto"
+    dtype: str = "bfloat16"
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.ks or any(k < 0 for k in self.ks):
+            raise InputError(f"--fewshot-ks: need non-negative counts, got {self.ks}")
+        if self.holdout < 1 and not self.behaviors:
+            raise InputError(f"--fewshot-holdout: must be >= 1, got {self.holdout}")
+        if self.other_test_samples < 0:
+            raise InputError("--fewshot-other-samples: must be >= 0")
+
+
+def choose_holdout(vocab: Vocabulary, test_targets: Sequence[str], cfg: FewShotConfig) -> list[str]:
+    if cfg.behaviors:
+        bad = [b for b in cfg.behaviors if b not in vocab]
+        if bad:
+            raise InputError(f"--fewshot-behaviors: not in the vocabulary: {bad}")
+        return list(cfg.behaviors)
+    need = max(cfg.ks)
+    support: dict[str, int] = {}
+    for t in test_targets:
+        support[t] = support.get(t, 0) + 1
+    candidates = [
+        n for n in vocab.tails if vocab.counts[vocab.index[n]] >= need and support.get(n, 0) > 0
+    ]
+    candidates.sort(key=lambda n: (-support[n], n))
+    if len(candidates) < cfg.holdout:
+        raise InputError(
+            f"few-shot: only {len(candidates)} tail behaviors have >= {need} training samples "
+            f"and a test sample; lower --fewshot-holdout or the largest k"
+        )
+    return candidates[: cfg.holdout]
+
+
+def training_subset(targets: Sequence[str], held: Sequence[str], k: int, seed: int) -> list[int]:
+    """All indices of other behaviors plus k seeded picks of each held-out behavior."""
+    arr = np.asarray(targets, dtype=object)
+    keep = list(np.flatnonzero(~np.isin(arr, list(held))))
+    rng = np.random.default_rng([seed, k])
+    for name in held:
+        idx = np.flatnonzero(arr == name)
+        keep.extend(rng.choice(idx, size=min(k, len(idx)), replace=False).tolist())
+    return sorted(int(i) for i in keep)
+
+
+def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
+    from behaviorlm.base_model import resolve_base_model
+    from training.config import load_config
+    from training.data.dataset import PreparedDataset
+    from training.evaluation.systems import LLMSystem, discover_adapters, open_engine, score_samples
+    from training.stages import TrainingData, train
+
+    ds = PreparedDataset.load(cfg.data)
+    vocab = ds.vocabulary
+    test_targets = ds.targets("test")
+    held = choose_holdout(vocab, test_targets, cfg)
+    log.info("few-shot: holding out %s", held)
+    config = load_config(cfg.preset, cfg.overrides)
+    base = resolve_base_model(cfg.base_model)
+    train_targets = ds.targets("train")
+    train_samples = ds.samples("train")
+
+    arr = np.asarray(test_targets, dtype=object)
+    held_idx = np.flatnonzero(np.isin(arr, held))
+    others = np.flatnonzero(~np.isin(arr, held))
+    rng = np.random.default_rng([cfg.seed, 99])
+    others = rng.choice(others, size=min(cfg.other_test_samples, len(others)), replace=False)
+    eval_idx = np.sort(np.concatenate([held_idx, others]))
+    eval_samples = ds.samples("test").take(eval_idx)
+    index = {n: i for i, n in enumerate(vocab.names)}
+    true = np.array([index[t] for t in arr[eval_idx]], dtype=np.int64)
+    held_cols = [index[n] for n in held]
+
+    rows = []
+    for k in cfg.ks:
+        subset = training_subset(train_targets, held, k, cfg.seed)
+        counts = dict(zip(vocab.names, vocab.counts, strict=True))
+        for name in held:
+            counts[name] = min(k, counts[name])
+        data = TrainingData(
+            Vocabulary.from_counts(counts, vocab.anchor_share),
+            train_samples.take(subset),
+            [train_targets[i] for i in subset],
+            {"name": ds.name, "path": str(ds.root), "fewshot": {"k": k, "held_out": held}},
+        )
+        run_dir = cfg.out / f"k{k}"
+        if not any(run_dir.glob("*/manifest.json")):
+            train(
+                cfg.strategy,
+                data,
+                base,
+                config,
+                run_dir,
+                run_name=f"fewshot-k{k}",
+                resume=run_dir.exists(),
+            )
+        system = discover_adapters(run_dir)[-1]
+        engine = open_engine(
+            cfg.engine,
+            cfg.base_model,
+            LLMSystem(f"k{k}", system.adapter_dir, system.manifest),
+            cfg.dtype,
+            cfg.batch_size,
+        )
+        try:
+            probs = score_samples(
+                engine,
+                LLMSystem(f"k{k}", system.adapter_dir, system.manifest),
+                eval_samples,
+                vocab.names,
+                cfg.out / "cache",
+                "fewshot",
+            )[0]
+        finally:
+            engine.close()
+        per = M.per_behavior(
+            probs,
+            true,
+            vocab.names,
+            vocab.counts,
+            np.array([vocab.is_anchor(n) for n in vocab.names]),
+        )
+        rank = M.ranks(probs, true)
+        on_held = np.isin(true, held_cols)
+        row = {
+            "k": k,
+            "adapter": str(system.adapter_dir),
+            "train_samples": len(subset),
+            "held_out_samples": int(on_held.sum()),
+            "held_out_hr@1": float((rank[on_held] == 1).mean()) if on_held.any() else None,
+            "held_out_hr@5": float((rank[on_held] <= 5).mean()) if on_held.any() else None,
+            "held_out_mean_prob": float(probs[on_held][:, held_cols].sum(axis=1).mean())
+            if on_held.any()
+            else None,
+            "behaviors": [per[c] for c in held_cols],
+            "macro_recall": float(np.mean([per[c]["recall"] for c in held_cols])),
+            "macro_f1": float(np.mean([per[c]["f1"] for c in held_cols])),
+            "overall_accuracy": float((probs.argmax(axis=1) == true).mean()),
+        }
+        rows.append(row)
+        log.info(
+            "few-shot k=%d: held-out recall %.3f, F1 %.3f", k, row["macro_recall"], row["macro_f1"]
+        )
+    result = {
+        "config": {**{k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()}},
+        "held_out": held,
+        "eval_samples": len(eval_idx),
+        "rows": rows,
+    }
+    write_fewshot(cfg.out, result)
+    return result
+
+
+def write_fewshot(out: Path, result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fewshot.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    lines = [
+        "# Few-shot tail experiment",
+        "",
+        f"Held-out tail behaviors: {', '.join(result['held_out'])}; "
+        f"{result['eval_samples']} test samples (all of the held-out behaviors' plus others). "
+        f"Strategy {result['config']['strategy']}, preset {result['config']['preset']}, "
+        f"overrides {list(result['config']['overrides'])}.",
+        "",
+        "| k | train samples | held-out samples | macro recall | macro F1 | HR@1 | HR@5 | "
+        "mean p(held-out) | overall acc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['k']} | {r['train_samples']} | {r['held_out_samples']} | "
+            f"{r['macro_recall']:.3f} | {r['macro_f1']:.3f} | {r['held_out_hr@1']:.3f} | "
+            f"{r['held_out_hr@5']:.3f} | {r['held_out_mean_prob']:.4f} | "
+            f"{r['overall_accuracy']:.3f} |"
+        )
+    lines += ["", "![recall and F1 against k](fewshot.png)", ""]
+    (out / "fewshot.md").write_text("\n".join(lines))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ks = [r["k"] for r in result["rows"]]
+    for key, label in (("macro_recall", "recall"), ("macro_f1", "F1"), ("held_out_hr@5", "HR@5")):
+        ax.plot(ks, [r[key] for r in result["rows"]], marker="o", label=label)
+    ax.set_xlabel("training examples per held-out behavior (k)")
+    ax.set_ylabel("held-out behaviors (macro)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "fewshot.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,66 @@
+"""The training losses: answer-token cross-entropy and the knowledge-preservation KL term.
+
+Knowledge preservation (stage 1). At the answer's first position the model chooses among the
+vocabulary's first answer tokens (the answer trie's root children). Stage 1 trains on anchor
+targets only, which would teach the model that only anchors exist. The KL term keeps the
+adapted model's distribution over the first tokens of the *non-target* behaviors (the root
+children minus the target's own first token, renormalised) close to the frozen base model's
+distribution there: KL(base || adapted). The target's own token is excluded, so the term does
+not fight the cross-entropy; it only preserves how the base model ranks the other behaviors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.batching import Batch
+
+
+def forward_answer_logits(model: Any, batch: Batch) -> Any:
+    """Logits [B, A, V] at the positions that predict the (right-aligned) answer tokens."""
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        logits_to_keep=batch.answer_width,
+        use_cache=False,
+    )
+    return out.logits
+
+
+def answer_nll(logits: Any, batch: Batch) -> Any:
+    """Mean cross-entropy per answer token (full-vocabulary softmax, as the model generates)."""
+    import torch
+
+    return torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        batch.labels.reshape(-1),
+        ignore_index=-100,
+        reduction="mean",
+    )
+
+
+def first_position_logits(logits: Any, batch: Batch, root_children: Any) -> Any:
+    """[B, R] logits of the trie's root children at each row's first answer position."""
+    import torch
+
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    first = logits[rows, batch.first_answer]  # [B, V]
+    return first.float().index_select(-1, root_children)
+
+
+def non_target_kl(adapted_root: Any, base_root: Any, first_token: Any, root_children: Any) -> Any:
+    """Mean over rows of KL(base || adapted) over the root children other than the target's.
+
+    Both distributions are renormalised over the same non-target set. Rows whose target's
+    first token is the only root child contribute 0.
+    """
+    import torch
+
+    keep = root_children.unsqueeze(0) != first_token.unsqueeze(1)  # [B, R]
+    neg = torch.finfo(torch.float32).min
+    log_q = torch.log_softmax(adapted_root.masked_fill(~keep, neg), dim=-1)
+    log_p = torch.log_softmax(base_root.masked_fill(~keep, neg), dim=-1)
+    p = log_p.exp() * keep
+    kl = (p * (log_p - log_q)).masked_fill(~keep, 0.0).sum(dim=-1)
+    return kl.mean()
