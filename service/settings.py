@@ -73,8 +73,10 @@ class ServiceSettings(BaseSettings):
     max_queue: int = Field(
         256, gt=0, description="predictions waiting or running at once; beyond: 429 + Retry-After"
     )
+    # 8, not more: on a CPU a forward is already compute-bound at a few prompts, so larger
+    # batches add latency without throughput (benchmarks/load_benchmark.py).
     batch_max_size: int = Field(
-        16, gt=0, description="micro-batcher (transformers engine): most prompts per forward"
+        8, gt=0, description="micro-batcher (transformers engine): most prompts per forward"
     )
     batch_max_wait_ms: float = Field(
         5.0, ge=0, description="micro-batcher: longest wait for a batch to fill, milliseconds"
