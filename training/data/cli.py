@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -235,7 +237,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
             source=loaded.source,
             skips=loaded.skips,
             input_rows=loaded.input_rows,
-            extra_info=loaded.info,
+            # The exact command, so a prepared directory says how to make it again.
+            extra_info={**loaded.info, "command": shlex.join(["behaviorlm", *sys.argv[1:]])},
             overwrite=args.overwrite,
             progress=step,
         )
