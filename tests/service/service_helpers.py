@@ -115,3 +115,16 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout} s")
         time.sleep(0.01)
+
+
+def models_dir_with_foreign_adapter(models_dir: Path, tmp_path: Path) -> Path:
+    """A models directory whose only adapter claims another base model (startup must fail)."""
+    import json
+
+    bad = tmp_path / "models"
+    shutil.copytree(models_dir / "a0", bad / "other-base")
+    manifest_path = bad / "other-base" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["base_model"]["sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    return bad

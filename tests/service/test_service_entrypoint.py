@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import history, wait_until
+from service_helpers import history, models_dir_with_foreign_adapter, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
@@ -130,11 +129,7 @@ def test_entrypoint_execs_serve_which_drains_on_sigterm(
 def test_serve_exits_with_the_reason_when_startup_fails(
     models_dir: Path, tiny_model: Any, tmp_path: Path
 ) -> None:
-    bad = tmp_path / "models"
-    shutil.copytree(models_dir / "a0", bad / "other-base")
-    manifest = json.loads((bad / "other-base" / "manifest.json").read_text())
-    manifest["base_model"]["sha256"] = "0" * 64
-    (bad / "other-base" / "manifest.json").write_text(json.dumps(manifest))
+    bad = models_dir_with_foreign_adapter(models_dir, tmp_path)
     r = subprocess.run(
         [
             sys.executable,

@@ -10,7 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import ADMIN_TOKEN, ServerThread, history, settings_for, wait_until
+from service_helpers import (
+    ADMIN_TOKEN,
+    ServerThread,
+    history,
+    models_dir_with_foreign_adapter,
+    settings_for,
+    wait_until,
+)
 
 API_KEY = "secret-key"
 
@@ -137,14 +144,7 @@ def test_startup_failure_stops_the_server_with_the_reason(
     models_dir: Path, tiny_model: Any, tmp_path: Path
 ) -> None:
     """An adapter for another base model: the server must not limp on unready, it stops."""
-    import json
-    import shutil
-
-    bad = tmp_path / "models"
-    shutil.copytree(models_dir / "a0", bad / "other-base")
-    manifest = json.loads((bad / "other-base" / "manifest.json").read_text())
-    manifest["base_model"]["sha256"] = "0" * 64
-    (bad / "other-base" / "manifest.json").write_text(json.dumps(manifest))
+    bad = models_dir_with_foreign_adapter(models_dir, tmp_path)
     srv = ServerThread(settings_for(bad, tiny_model, default_adapter=None))
     with pytest.raises(RuntimeError, match="trained on base model"):
         srv.start()
