@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from behaviorlm import __version__
 from behaviorlm.errors import BehaviorLMError
@@ -40,8 +41,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
-        importlib.import_module(module).register(sub)
+        try:
+            importlib.import_module(module).register(sub)
+        except ModuleNotFoundError as exc:
+            # An optional extra (serve: pydantic-settings, fastapi...) is not installed: the
+            # other commands still work, and this one says what to install.
+            _register_missing(sub, module, exc.name or str(exc))
     return parser
+
+
+# The command each optional module registers and the extra that provides its dependencies.
+_EXTRAS: dict[str, tuple[str, str]] = {
+    "training.data.cli": ("data", "train"),
+    "training.cli": ("train", "train"),
+    "training.evaluation.cli": ("eval", "train"),
+    "service.cli": ("serve", "serve"),
+}
+
+
+def _register_missing(sub: Any, module: str, missing: str) -> None:
+    command, extra = _EXTRAS.get(module, (module.rsplit(".", 1)[0], "train,serve"))
+    message = (
+        f"`behaviorlm {command}` needs the '{extra}' extra (module {missing!r} is not "
+        f"installed): pip install 'behaviorlm[{extra}]'"
+    )
+    # No option prefix: whatever options follow are swallowed, and the error below is shown.
+    parser = sub.add_parser(
+        command, help=f"(unavailable: {missing} not installed)", prefix_chars="\0", add_help=False
+    )
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+
+    def fail(_args: argparse.Namespace) -> int:
+        raise BehaviorLMError(message)
+
+    parser.set_defaults(func=fail)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

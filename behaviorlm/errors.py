@@ -17,3 +17,7 @@ class ManifestMismatch(BehaviorLMError):
 
 class EngineError(BehaviorLMError):
     """A scoring engine could not be started or could not score."""
+
+
+class TrainingError(BehaviorLMError):
+    """Training cannot go on (e.g. the loss keeps turning non-finite)."""

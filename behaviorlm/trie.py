@@ -1,11 +1,16 @@
 """The answer trie: the token sequences of the behavior names, and exact constrained scoring.
 
-P(behavior) is the model's distribution constrained to the vocabulary: the product, over the
-trie nodes on the behavior's path that branch, of the next-token probability of the branch
-taken, renormalised over that node's children. Nodes with one child contribute a factor of 1,
-so where no two names share a first token a single next-token read at the end of the prompt
-gives every probability. Answers end with the end marker's token, which makes the trie a prefix
-code: no answer is a prefix of another.
+P(behavior) is the model's sequence distribution restricted to the vocabulary: the probability
+the model gives the whole answer " <name>\n" (the product of every answer token's full-vocabulary
+next-token probability), divided by the sum of that over all behaviors. Every internal trie
+node is therefore read, single-child nodes included.
+
+Why not renormalise at each branching node only (scoring format 1, before 2026-11-26): a name
+whose first token is rare elsewhere then collects that token's whole mass and its later tokens
+cost nothing. On Context Trails the base model put p=0.88 on "Satay Restaurant" (" Sat", also
+a weekday in the prompt) for a history whose true next was Shopping Mall, whose full-sequence
+log-probability was 11 nats higher. Answers end with the end marker's token, which makes the
+trie a prefix code: no answer is a prefix of another.
 
 This module is pure Python + numpy; engines supply the log-probabilities.
 """
@@ -19,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from behaviorlm.errors import InputError
+from behaviorlm.errors import EngineError, InputError
 from behaviorlm.prompt import render_answer
 
 Prefix = tuple[int, ...]
@@ -40,8 +45,8 @@ class AnswerTrie:
 
     names: tuple[str, ...]
     codes: tuple[tuple[int, ...], ...]
-    # prefix -> child token ids (sorted); only for prefixes with two or more children
-    branches: dict[Prefix, tuple[int, ...]] = field(default_factory=dict)
+    # every internal node: answer prefix -> child token ids (sorted); the root is ()
+    nodes: dict[Prefix, tuple[int, ...]] = field(default_factory=dict)
     root_children: tuple[int, ...] = ()
 
     @classmethod
@@ -67,11 +72,11 @@ class AnswerTrie:
                 raise InputError(
                     f"answer trie: the answer of {seen[prefix]!r} is a prefix of another answer"
                 )
-        branches = {p: tuple(sorted(c)) for p, c in children.items() if len(c) > 1}
+        nodes = {p: tuple(sorted(children[p])) for p in sorted(children, key=lambda p: (len(p), p))}
         return cls(
             names=tuple(names),
             codes=tuple(tuple(int(t) for t in c) for c in codes),
-            branches=branches,
+            nodes=nodes,
             root_children=tuple(sorted(children[()])),
         )
 
@@ -89,13 +94,9 @@ class AnswerTrie:
 
     @property
     def queries(self) -> list[tuple[Prefix, tuple[int, ...]]]:
-        """(answer prefix, child token ids) for every node the engine must read.
-
-        The root is always read (its raw mass is ``label_mass``), even with a single child.
-        """
-        out: list[tuple[Prefix, tuple[int, ...]]] = [((), self.root_children)]
-        out.extend((p, c) for p, c in self.branches.items() if p != ())
-        return out
+        """(answer prefix, child token ids) for every node the engine must read: all internal
+        nodes, the root first, then by depth."""
+        return list(self.nodes.items())
 
     def combine(
         self,
@@ -105,27 +106,31 @@ class AnswerTrie:
         """Probabilities over ``names`` from raw next-token log-probs at each queried node.
 
         ``node_logprobs[prefix][j]`` is the model's full-vocabulary log-probability of the j-th
-        child (in ``queries`` order) after prompt + prefix. ``temperature`` divides the
-        constrained log-probabilities (calibration fitted in evaluation).
-        Returns (probabilities summing to 1, label_mass).
+        child (in ``queries`` order) after prompt + prefix. ``temperature`` divides the answers'
+        log-probabilities (calibration fitted in evaluation).
+        Returns (probabilities summing to 1, label_mass: the model's total probability of
+        answering with one of ``names``).
         """
-        cond: dict[Prefix, dict[int, float]] = {}
-        label_mass = 0.0
+        raw: dict[Prefix, dict[int, float]] = {}
         for prefix, kids in self.queries:
-            raw = np.asarray(node_logprobs[prefix], dtype=np.float64)
-            if raw.shape != (len(kids),):
-                raise ValueError(f"node {prefix}: expected {len(kids)} log-probs, got {raw.shape}")
-            m = raw.max()
-            lse = m + math.log(float(np.exp(raw - m).sum()))
-            if prefix == ():
-                label_mass = float(math.exp(lse))
-            cond[prefix] = {t: float(v - lse) for t, v in zip(kids, raw, strict=True)}
-        logp = np.zeros(len(self.names), dtype=np.float64)
-        for i, code in enumerate(self.codes):
-            for d in range(len(code)):
-                node = cond.get(code[:d])
-                if node is not None:
-                    logp[i] += node[code[d]]
+            values = np.asarray(node_logprobs[prefix], dtype=np.float64)
+            if values.shape != (len(kids),):
+                raise ValueError(
+                    f"node {prefix}: expected {len(kids)} log-probs, got {values.shape}"
+                )
+            raw[prefix] = dict(zip(kids, values.tolist(), strict=True))
+        logp = np.asarray(
+            [sum(raw[code[:d]][code[d]] for d in range(len(code))) for code in self.codes],
+            dtype=np.float64,
+        )
+        top = float(logp.max())
+        if np.isnan(logp).any() or not math.isfinite(top):
+            # NaN weights (a diverged adapter) would otherwise rank behaviors arbitrarily.
+            raise EngineError(
+                "the model returned non-finite log-probabilities for the answers: its weights "
+                "(or the adapter's) are probably NaN"
+            )
+        label_mass = float(math.exp(top) * np.exp(logp - top).sum())
         if temperature != 1.0:
             logp = logp / temperature
         logp -= logp.max()

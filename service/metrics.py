@@ -61,7 +61,7 @@ class ServiceMetrics:
         )
         self.label_mass = Histogram(
             "behaviorlm_label_mass",
-            "raw probability of the valid answers' first tokens",
+            "raw model probability of answering with a known behavior",
             ["adapter"],
             buckets=_MASS_BUCKETS,
             registry=r,

@@ -91,8 +91,8 @@ class PredictResult(BaseModel):
 
     predictions: list[Prediction]
     label_mass: float = Field(
-        description="raw model probability of the valid first answer tokens (low = the model "
-        "did not expect any known behavior)"
+        description="raw model probability of answering with one of the behaviors (the whole "
+        "answer, summed over the vocabulary; low = the model did not expect any known behavior)"
     )
     model: str = Field(description="served adapter name")
     adapter_version: str

@@ -153,3 +153,26 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
         answer_tokens=sum(len(e.answer_ids) for e in examples),
         padding=padding,
     )
+
+
+def pad_safe_mask(mask: Any, dtype: Any) -> Any:
+    """The 4D additive attention mask for a left-padded batch: causal over each row's real
+    tokens, and every pad position attends to itself only.
+
+    The plain 2D mask leaves pad queries with no key at all. Some GPU attention kernels return
+    NaN for such rows; the loss ignores those positions, but the weight gradients
+    (activations^T x upstream gradient) still pick the NaN up: on an H200 a padded batch of
+    short prompts turned every LoRA weight into NaN at step 4 (2026-11-26). CPU kernels return
+    finite values there, so CPU runs never showed it.
+    """
+    import torch
+
+    real = mask.bool()  # [B, L]
+    width = real.shape[1]
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=real.device))
+    allowed = causal.unsqueeze(0) & real.unsqueeze(1)  # [B, query, key]
+    eye = torch.eye(width, dtype=torch.bool, device=real.device).unsqueeze(0)
+    allowed |= eye & ~real.unsqueeze(2)
+    out = torch.zeros(allowed.shape, dtype=dtype, device=real.device)
+    out.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return out.unsqueeze(1)  # [B, 1, query, key]

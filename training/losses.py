@@ -13,14 +13,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.batching import Batch
+from training.batching import Batch, pad_safe_mask
 
 
 def forward_answer_logits(model: Any, batch: Batch) -> Any:
     """Logits [B, A, V] at the positions that predict the (right-aligned) answer tokens."""
+    mask = batch.attention_mask
+    if mask is not None:
+        inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+        mask = pad_safe_mask(mask, inner.get_input_embeddings().weight.dtype)
     out = model(
         input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
+        attention_mask=mask,
         position_ids=batch.position_ids,
         logits_to_keep=batch.answer_width,
         use_cache=False,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -373,7 +374,10 @@ def stage_metrics(history: list[dict[str, float]], seconds: float) -> dict[str, 
     if not history:
         return {}
     k = max(1, min(20, len(history) // 5))
-    mean = lambda rows, key: float(np.mean([r[key] for r in rows]))  # noqa: E731
+    # Skipped (non-finite) steps are counted, not averaged into the losses.
+    mean = lambda rows, key: float(  # noqa: E731
+        np.mean([r[key] for r in rows if not r.get("skipped")] or [math.nan])
+    )
     samples = sum(r["samples"] for r in history)
     busy = sum(r["seconds"] for r in history)
     return {
@@ -386,4 +390,5 @@ def stage_metrics(history: list[dict[str, float]], seconds: float) -> dict[str, 
         "samples_per_second": samples / busy if busy else 0.0,
         "padding_fraction": sum(r["padding"] for r in history)
         / max(1, sum(r["tokens"] + r["padding"] for r in history)),
+        "skipped_steps": int(sum(r.get("skipped", 0) for r in history)),
     }

@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from behaviorlm.errors import TrainingError
 from training.batching import Batch, Example, collate
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import LoraSettings, StageSettings, TrainConfig
 from training.losses import answer_nll, first_position_logits, forward_answer_logits, non_target_kl
 
 log = logging.getLogger(__name__)
+
+# Non-finite steps in a row after which training stops instead of skipping.
+MAX_BAD_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,7 @@ def run_stage(
     else:
         torch.manual_seed(run.seed)  # dropout: same stream whether or not earlier stages ran
     ddp = _wrap_ddp(model, dist, device)
+    bad_in_a_row = 0
     model.train()
     root = root_children.to(device)
     bar = tqdm(
@@ -162,12 +167,30 @@ def run_stage(
         t0 = time.perf_counter()
         loss, nll, kl = _loss(ddp, model, batch, settings.kl_weight, root)
         loss.backward()
-        grad_norm = (
-            float(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm))
-            if settings.max_grad_norm > 0
-            else math.nan
-        )
-        optimizer.step()
+        # Norm over all ranks' gradients (DDP has averaged them): every rank decides alike.
+        limit = settings.max_grad_norm if settings.max_grad_norm > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        finite = math.isfinite(grad_norm) and math.isfinite(float(loss.detach()))
+        if finite:
+            optimizer.step()
+            bad_in_a_row = 0
+        else:
+            # One non-finite step would make every weight NaN: drop it, count it, and stop
+            # when it keeps happening (the data or the numerics are broken, not one batch).
+            bad_in_a_row += 1
+            log.warning(
+                "%s step %d: non-finite loss or gradient (loss %s, grad norm %s): step skipped",
+                run.name,
+                step + 1,
+                float(loss.detach()),
+                grad_norm,
+            )
+            if bad_in_a_row >= MAX_BAD_STEPS:
+                raise TrainingError(
+                    f"{run.name}: {bad_in_a_row} steps in a row had a non-finite loss or "
+                    f"gradient (last: step {step + 1}); lower the lr or use dtype=float32. "
+                    f"The last good checkpoint is {run.checkpoint}"
+                )
         optimizer.zero_grad(set_to_none=True)
         history.append(
             {
@@ -182,6 +205,7 @@ def run_stage(
                 "tokens": int(batch.input_ids.numel()) - batch.padding,
                 "padding": batch.padding,
                 "seconds": time.perf_counter() - t0,
+                "skipped": 0.0 if finite else 1.0,
             }
         )
         if (step + 1) % config.log_every == 0 or step + 1 == settings.steps:

@@ -53,7 +53,7 @@ class ScoreRequest:
 class ScoreResult:
     behaviors: tuple[str, ...]
     probs: np.ndarray  # float64, sums to 1, aligned with ``behaviors``
-    label_mass: float  # raw model probability of the valid first answer tokens
+    label_mass: float  # raw model probability of answering with one of the behaviors
     forward_passes: int = 1  # model forward calls this request took part in (speed reports)
     extra: dict[str, float] = field(default_factory=dict)
 

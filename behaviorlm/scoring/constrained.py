@@ -1,12 +1,13 @@
 """Constrained scoring on any Hugging Face causal LM (plain or peft-wrapped), in one forward pass.
 
-Each row of the batch holds a prompt followed by the answer trie's branch prefixes laid out as a
-token tree ("tree attention"): every trie node on the way to a branching node appears once,
-at position ``len(prompt) + depth``, and attends to the whole prompt and to its own ancestors
-only. The root is read at the last prompt token, each branching node at its last prefix token.
+Each row of the batch holds a prompt followed by the answer trie's internal nodes laid out as a
+token tree ("tree attention"): every answer prefix appears once, as its last token at position
+``len(prompt) + depth``, and attends to the whole prompt and to its own ancestors only. The
+root is read at the last prompt token, every other internal node at its last prefix token.
 This is exactly what a forward of ``prompt + prefix`` would compute for every prefix, but the
-prompt is processed once and all branching nodes of all requests share the same single pass
-(no KV-cache copies per node, no forward per candidate).
+prompt is processed once and all nodes of all requests share the same single pass (no KV-cache
+copies per node, no forward per candidate). A vocabulary of ~400 names has ~1,000 internal
+nodes: the tree, not the prompt, is most of the work.
 
 Rows are left-padded; pads attend only to themselves and nothing attends to them, and position
 ids are counted from each row's first real token, so a padded row equals the row scored alone
@@ -178,9 +179,16 @@ def _forward_reads(
     result: list[list[np.ndarray]] = []
     for r, lay in enumerate(layouts):
         # One row at a time in fp32: a float copy of the whole batch's logits can be large.
+        # Only the children's logits leave the device; the normaliser is one number per node.
         row = logits[r, : len(lay.children)].float()
-        row = (row - torch.logsumexp(row, dim=-1, keepdim=True)).cpu()
-        result.append([row[q, list(kids)].double().numpy() for q, kids in enumerate(lay.children)])
+        lse = torch.logsumexp(row, dim=-1)
+        flat = [t for kids in lay.children for t in kids]
+        node = [q for q, kids in enumerate(lay.children) for _ in kids]
+        q_idx = torch.tensor(node, device=row.device)
+        picked = (row[q_idx, torch.tensor(flat, device=row.device)] - lse[q_idx]).double().cpu()
+        values = picked.numpy()
+        bounds = np.cumsum([0] + [len(kids) for kids in lay.children])
+        result.append([values[bounds[q] : bounds[q + 1]] for q in range(len(lay.children))])
     return result
 
 
@@ -188,7 +196,7 @@ def _chunks(order: Sequence[int], reads: Sequence[int], batch_size: int) -> list
     """Consecutive groups of at most ``batch_size`` rows and ``READ_BUDGET`` logit rows.
 
     Logits are (rows x reads x vocabulary): a large vocabulary of behaviors with many
-    branching nodes would otherwise need gigabytes at batch 32.
+    internal nodes would otherwise need gigabytes at batch 32.
     """
     chunks: list[list[int]] = []
     current: list[int] = []

@@ -2,8 +2,11 @@
 
 Every answer-trie node the scorer must read becomes one vLLM request with ``max_tokens=1`` and
 ``logprob_token_ids`` = that node's children (full-vocabulary log-softmax values come back).
-The root request is the prompt; once it is done, the branch requests (prompt + answer prefix)
-run concurrently and reuse the prompt's KV blocks through automatic prefix caching.
+The root request is the prompt; once it is done, the requests of the other internal nodes
+(prompt + answer prefix) run concurrently and reuse the prompt's KV blocks through automatic
+prefix caching. A ~400-behavior vocabulary has ~1,000 internal nodes, so ~1,000 short requests
+per prediction: fine on a GPU, slow on vLLM-CPU (use the transformers engine there, the
+``auto`` choice without a GPU).
 
 Designed around two vLLM bugs (see ENGINE-NOTES.md):
 - ``prompt_logprobs`` with LoRA kills the engine: never used.
@@ -246,22 +249,22 @@ class VLLMEngine(ScoringEngine):
         lora = self._identity if request.adapter is None else self._loras[request.adapter]
         prompt_ids = list(self.tokenizer.encode(request.prompt))
         queries = trie.queries
-        # Root first: the branch requests then find the prompt's blocks in the prefix cache.
+        # Root first: the node requests then find the prompt's blocks in the prefix cache.
         root_prefix, root_kids = queries[0]
         node_lp: dict[Prefix, np.ndarray] = {
             root_prefix: await self._read_node(prompt_ids, root_kids, lora)
         }
-        branches = queries[1:]
+        inner = queries[1:]
         values = await asyncio.gather(
-            *(self._read_node(prompt_ids + list(p), kids, lora) for p, kids in branches)
+            *(self._read_node(prompt_ids + list(p), kids, lora) for p, kids in inner)
         )
-        node_lp.update({p: v for (p, _), v in zip(branches, values, strict=True)})
+        node_lp.update({p: v for (p, _), v in zip(inner, values, strict=True)})
         probs, mass = trie.combine(node_lp, temp)
         return ScoreResult(
             trie.names,
             probs,
             mass,
-            forward_passes=1 + (1 if branches else 0),
+            forward_passes=1 + (1 if inner else 0),
             extra={"vllm_requests": float(len(queries))},
         )
 

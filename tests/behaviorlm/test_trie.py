@@ -15,24 +15,46 @@ from behaviorlm.trie import AnswerTrie
 END = 0  # the end marker's token: makes every answer a prefix-free code
 
 
-def test_queries_root_first_and_only_branching_nodes() -> None:
+def test_queries_are_every_internal_node_root_first() -> None:
     trie = AnswerTrie.build(["a", "b", "c"], [(1, 2, END), (1, 3, END), (4, END)])
-    assert trie.queries == [((), (1, 4)), ((1,), (2, 3))]
-    single = AnswerTrie.build(["a", "b"], [(1, 2, END), (1, 3, END)])
-    # the root is read even with one child: its raw mass is label_mass
-    assert single.queries == [((), (1,)), ((1,), (2, 3))]
+    assert trie.queries == [
+        ((), (1, 4)),
+        ((1,), (2, 3)),
+        ((4,), (END,)),  # single-child nodes are read too: their tokens cost probability
+        ((1, 2), (END,)),
+        ((1, 3), (END,)),
+    ]
 
 
 def test_combine_by_hand() -> None:
     trie = AnswerTrie.build(["a", "b", "c"], [(1, 2, END), (1, 3, END), (4, END)])
-    root = [math.log(0.3), math.log(0.1)]  # raw P(1), P(4): label_mass 0.4
-    node = [math.log(0.2), math.log(0.6)]  # raw P(2|1), P(3|1)
-    probs, mass = trie.combine({(): root, (1,): node})
-    assert mass == pytest.approx(0.4)
-    np.testing.assert_allclose(probs, [0.75 * 0.25, 0.75 * 0.75, 0.25])
-    hot, _ = trie.combine({(): root, (1,): node}, temperature=2.0)
-    expected = np.sqrt([0.75 * 0.25, 0.75 * 0.75, 0.25])
-    np.testing.assert_allclose(hot, expected / expected.sum())
+    lp = {
+        (): [math.log(0.3), math.log(0.1)],  # raw P(1), P(4)
+        (1,): [math.log(0.2), math.log(0.6)],  # raw P(2|1), P(3|1)
+        (4,): [math.log(0.5)],
+        (1, 2): [math.log(1.0)],
+        (1, 3): [math.log(0.5)],
+    }
+    seq = np.array([0.3 * 0.2 * 1.0, 0.3 * 0.6 * 0.5, 0.1 * 0.5])  # whole-answer probabilities
+    probs, mass = trie.combine(lp)
+    assert mass == pytest.approx(seq.sum())
+    np.testing.assert_allclose(probs, seq / seq.sum())
+    hot, _ = trie.combine(lp, temperature=2.0)
+    np.testing.assert_allclose(hot, np.sqrt(seq) / np.sqrt(seq).sum())
+
+
+def test_a_rare_first_token_does_not_win_by_itself() -> None:
+    """The failure of per-branch renormalisation: "Sat|ay" must pay for its unlikely "ay"."""
+    trie = AnswerTrie.build(["Satay", "Shopping Mall"], [(7, 8, END), (5, 6, END)])
+    lp = {
+        (): [math.log(0.2), math.log(0.3)],  # P(" Shopping"), P(" Sat")
+        (5,): [math.log(0.9)],  # P(" Mall" | " Shopping")
+        (7,): [math.log(0.001)],  # P("ay" | " Sat"): the model meant the weekday
+        (5, 6): [0.0],
+        (7, 8): [0.0],
+    }
+    probs, _ = trie.combine(lp)
+    assert probs[1] > 0.99
 
 
 def test_build_errors_name_the_behaviors() -> None:
@@ -50,7 +72,7 @@ def test_subset_keeps_codes_and_rejects_unknown() -> None:
     trie = AnswerTrie.build(["a", "b", "c"], [(1, 2, END), (1, 3, END), (4, END)])
     sub = trie.subset(["c", "a"])
     assert sub.names == ("c", "a") and sub.codes == ((4, END), (1, 2, END))
-    assert sub.queries == [((), (1, 4))]  # (1,) no longer branches
+    assert sub.queries == [((), (1, 4)), ((1,), (2,)), ((4,), (END,)), ((1, 2), (END,))]
     with pytest.raises(InputError, match="zzz"):
         trie.subset(["a", "zzz"])
 
@@ -58,8 +80,14 @@ def test_subset_keeps_codes_and_rejects_unknown() -> None:
 def test_real_tokenizer_shared_prefixes(smollm2_tokenizer: object) -> None:
     names = ["Chinese Restaurant", "Chinese Breakfast Place", "Chinese Breakfast Bar", "Gym"]
     trie = AnswerTrie.from_tokenizer(smollm2_tokenizer, names)  # type: ignore[arg-type]
-    depths = sorted(len(p) for p, _ in trie.queries)
-    assert depths == [0, 1, 2]  # root, after "Chinese", after "Chinese Breakfast"
+    codes = dict(zip(trie.names, trie.codes, strict=True))
+    # every proper prefix of every answer is read, each once
+    expected = {c[:d] for c in codes.values() for d in range(len(c))}
+    assert [p for p, _ in trie.queries] == sorted(expected, key=lambda p: (len(p), p))
+    shared = codes["Chinese Breakfast Place"][:2]
+    assert dict(trie.queries)[shared] == tuple(
+        sorted({codes["Chinese Breakfast Place"][2], codes["Chinese Breakfast Bar"][2]})
+    )
 
 
 @st.composite
@@ -80,7 +108,7 @@ def _vocab(draw: st.DrawFn) -> tuple[list[tuple[int, ...]], dict[tuple[int, ...]
 
 @settings(max_examples=60, deadline=None)
 @given(_vocab())
-def test_combine_is_the_product_of_renormalised_branches(
+def test_combine_is_the_sequence_probability_restricted_to_the_vocabulary(
     case: tuple[list[tuple[int, ...]], dict[tuple[int, ...], list[float]]],
 ) -> None:
     codes, logprobs = case
@@ -88,12 +116,21 @@ def test_combine_is_the_product_of_renormalised_branches(
     probs, mass = trie.combine(logprobs)
     assert probs.sum() == pytest.approx(1.0)
     kids = dict(trie.queries)
-    for i, code in enumerate(codes):
+    seq = []
+    for code in codes:
         p = 1.0
         for d in range(len(code)):
-            node = code[:d]
-            if node in kids:
-                raw = dict(zip(kids[node], np.exp(logprobs[node]), strict=True))
-                p *= raw[code[d]] / sum(raw.values())
-        assert probs[i] == pytest.approx(p, rel=1e-9, abs=1e-12)
-    assert mass == pytest.approx(float(np.exp(logprobs[()]).sum()))
+            raw = dict(zip(kids[code[:d]], np.exp(logprobs[code[:d]]), strict=True))
+            p *= raw[code[d]]
+        seq.append(p)
+    np.testing.assert_allclose(probs, np.array(seq) / sum(seq), rtol=1e-9, atol=1e-12)
+    assert mass == pytest.approx(sum(seq), rel=1e-9)
+
+
+def test_non_finite_log_probs_are_an_error_not_a_ranking() -> None:
+    from behaviorlm.errors import EngineError
+
+    trie = AnswerTrie.build(["a", "b"], [(1, END), (2, END)])
+    lp = {(): [math.nan, -1.0], (1,): [0.0], (2,): [0.0]}
+    with pytest.raises(EngineError, match="non-finite"):
+        trie.combine(lp)

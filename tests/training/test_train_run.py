@@ -178,6 +178,41 @@ def test_baseline_strategies(
         assert max(manifest.data["subset"]["per_class"].values()) <= 6
 
 
+def test_a_non_finite_step_is_skipped_and_a_run_of_them_stops_training(
+    prepared: Path, tiny_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NaN loss (as a GPU attention kernel once produced) must not reach the weights."""
+    from behaviorlm.errors import TrainingError
+    from training import trainer
+    from training.stages import TrainingData, train
+
+    real_loss = trainer._loss
+    bad_steps: set[int] = {2}
+    calls = {"n": 0}
+
+    def sometimes_nan(*args: Any) -> Any:
+        calls["n"] += 1
+        loss, nll, kl = real_loss(*args)
+        if calls["n"] in bad_steps or "all" in bad_steps:
+            loss = loss * float("nan")
+        return loss, nll, kl
+
+    monkeypatch.setattr(trainer, "_loss", sometimes_nan)
+    data = TrainingData.from_prepared(prepared)
+    result = train("sft", data, tiny_model, _config("baseline.steps=4"), tmp_path / "one")
+    log = json.loads((result.adapters["sft"] / "train_log.json").read_text())
+    assert [r["skipped"] for r in log] == [0.0, 1.0, 0.0, 0.0]
+    assert AdapterManifest.load(result.adapters["sft"]).metrics["skipped_steps"] == 1
+    from safetensors.torch import load_file
+
+    weights = load_file(str(result.adapters["sft"] / "adapter_model.safetensors"))
+    assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+
+    bad_steps.add("all")  # type: ignore[arg-type]
+    with pytest.raises(TrainingError, match="5 steps in a row"):
+        train("sft", data, tiny_model, _config("baseline.steps=8"), tmp_path / "all")
+
+
 def test_existing_run_needs_resume(two_stage: Any, prepared: Path, tiny_model: Any) -> None:
     from behaviorlm.errors import InputError
     from training.stages import TrainingData, train

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -64,7 +65,19 @@ def versions() -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             continue
+    out["device"] = _device()
     return out
+
+
+def _device() -> str:
+    """Where the LLM systems ran: the GPU's name, else the CPU and its thread count."""
+    try:
+        import torch
+    except ImportError:
+        return f"cpu ({os.cpu_count()} cores)"
+    if torch.cuda.is_available():
+        return str(torch.cuda.get_device_name(0))
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:

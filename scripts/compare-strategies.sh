@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Train the three strategies (behaviorlm, sft, balanced) with one preset on one prepared dataset,
+# then evaluate them side by side with the classical baselines and the zero-shot base model.
+#
+#   scripts/compare-strategies.sh DATA OUT PRESET [TEST_SAMPLES] [key=value ...]
+#
+# Each run goes to OUT/<strategy>, the report to OUT/eval (report.md, report.json, PNG plots).
+# Rerunning continues where a killed run stopped (train --resume, eval's resumable output).
+# BEHAVIORLM overrides the command (e.g. "python -m behaviorlm.cli").
+set -euo pipefail
+if [ $# -lt 3 ]; then
+  sed -n '2,10p' "$0" >&2
+  exit 2
+fi
+data=$1 out=$2 preset=$3
+samples=${4:-1000}
+shift $(( $# < 4 ? $# : 4 ))
+read -r -a bl <<<"${BEHAVIORLM:-behaviorlm}"
+runs=()
+for strategy in behaviorlm sft balanced; do
+  run="$out/$strategy"
+  resume=()
+  if [ -d "$run" ]; then resume=(--resume); fi
+  echo "== train $strategy -> $run ($(date -u +%H:%M:%S))" >&2
+  "${bl[@]}" train --strategy "$strategy" --data "$data" --preset "$preset" --out "$run" \
+    --name "$strategy" "${resume[@]}" "$@"
+  runs+=("$run")
+done
+echo "== eval -> $out/eval ($(date -u +%H:%M:%S))" >&2
+"${bl[@]}" eval --data "$data" --runs "${runs[@]}" --systems classical,zero-shot,adapters \
+  --max-test-samples "$samples" --max-validation-samples 300 --logit-adjust 0.5 \
+  --store-calibration --out "$out/eval"
