@@ -6,16 +6,18 @@
 #
 # Each run goes to OUT/<strategy>, the report to OUT/eval (report.md, report.json, PNG plots).
 # Rerunning continues where a killed run stopped (train --resume, eval's resumable output).
-# BEHAVIORLM overrides the command (e.g. "python -m behaviorlm.cli").
+# BEHAVIORLM overrides the command (e.g. "python -m behaviorlm.cli"); BASE_MODEL the base model
+# (default smollm2), VALIDATION_SAMPLES the samples that fit each adapter's temperature (300).
 set -euo pipefail
 if [ $# -lt 3 ]; then
-  sed -n '2,10p' "$0" >&2
+  sed -n '2,11p' "$0" >&2
   exit 2
 fi
 data=$1 out=$2 preset=$3
 samples=${4:-1000}
 shift $(( $# < 4 ? $# : 4 ))
 read -r -a bl <<<"${BEHAVIORLM:-behaviorlm}"
+base=${BASE_MODEL:-smollm2}
 runs=()
 for strategy in behaviorlm sft balanced; do
   run="$out/$strategy"
@@ -23,10 +25,10 @@ for strategy in behaviorlm sft balanced; do
   if [ -d "$run" ]; then resume=(--resume); fi
   echo "== train $strategy -> $run ($(date -u +%H:%M:%S))" >&2
   "${bl[@]}" train --strategy "$strategy" --data "$data" --preset "$preset" --out "$run" \
-    --name "$strategy" "${resume[@]}" "$@"
+    --base-model "$base" --name "$strategy" "${resume[@]}" "$@"
   runs+=("$run")
 done
 echo "== eval -> $out/eval ($(date -u +%H:%M:%S))" >&2
 "${bl[@]}" eval --data "$data" --runs "${runs[@]}" --systems classical,zero-shot,adapters \
-  --max-test-samples "$samples" --max-validation-samples 300 --logit-adjust 0.5 \
-  --store-calibration --out "$out/eval"
+  --max-test-samples "$samples" --max-validation-samples "${VALIDATION_SAMPLES:-300}" \
+  --logit-adjust 0.5 --base-model "$base" --store-calibration --out "$out/eval"

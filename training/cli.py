@@ -16,7 +16,8 @@ sections: seed dtype threads checkpoint_every log_every length_pool
   lora.{r,alpha,dropout,target_modules}
   stage1|stage2|baseline.{steps,batch_size,lr,lr_end_ratio,warmup_steps,weight_decay,
                           max_grad_norm,kl_weight}
-  difficulty.{per_class,max_samples,batch_size}  subset.{per_class_max,hard_fraction}
+  difficulty.{per_class,max_samples,batch_size}
+  subset.{per_class_max,hard_fraction,natural_fraction}
 (see training/config.py and docs/training.md for what each does)
 
 multi-GPU / multi-node: torchrun --nproc_per_node=N -m training.cli ... (or accelerate launch);
@@ -83,6 +84,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "its last checkpoint (config must be the same)",
     )
     parser.add_argument(
+        "--stage1-from",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="strategy behaviorlm: start from the finished stage 1 and difficulty scores of run "
+        "directory RUN (same seed, dtype, lora, stage1, difficulty and subset.per_class_max), "
+        "so stage 2 can be retried with other stage2.* / subset.* settings in a new --out",
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
@@ -93,14 +103,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from behaviorlm.base_model import resolve_base_model
+    from behaviorlm.errors import InputError
     from training.config import load_config
-    from training.stages import TrainingData, train
+    from training.stages import TrainingData, reuse_stage1, train
 
     config = load_config(args.preset, args.overrides)
     data = TrainingData.from_prepared(args.data)
     out = args.out or Path("models") / f"{data.info.get('name', args.data.name)}-{args.strategy}"
     base = resolve_base_model(args.base_model)
-    result = train(args.strategy, data, base, config, out, run_name=args.name, resume=args.resume)
+    resume = args.resume
+    if args.stage1_from is not None:
+        if args.strategy != "behaviorlm" or args.resume:
+            raise InputError("--stage1-from: only with --strategy behaviorlm and without --resume")
+        reuse_stage1(args.stage1_from, out, config, data)
+        resume = True  # stage 1 is finished in --out now; stage 2 starts fresh
+    result = train(args.strategy, data, base, config, out, run_name=args.name, resume=resume)
     for stage, path in result.adapters.items():
         print(f"{stage}: {path}")
     return 0

@@ -73,9 +73,15 @@ class SubsetReport:
     per_class: dict[str, int] = field(default_factory=dict)
     hard: dict[str, int] = field(default_factory=dict)
     total: int = 0
+    natural: int = 0  # natural-distribution samples added on top (anchor replay)
 
     def to_json(self) -> dict[str, object]:
-        return {"total": self.total, "per_class": self.per_class, "hard": self.hard}
+        return {
+            "total": self.total,
+            "per_class": self.per_class,
+            "hard": self.hard,
+            "natural": self.natural,
+        }
 
 
 def balanced_subset(
@@ -111,3 +117,23 @@ def balanced_subset(
         report.hard[c] = len(hard)
     report.total = len(chosen)
     return sorted(chosen), report
+
+
+def add_natural_replay(
+    subset: Sequence[int],
+    n_samples: int,
+    fraction: float,
+    rng: np.random.Generator,
+    report: SubsetReport,
+) -> list[int]:
+    """``subset`` plus random samples from outside it, so that ``fraction`` of the result
+    follows the natural (training) distribution of behaviors. Updates ``report``."""
+    if fraction <= 0.0:
+        return list(subset)
+    taken = set(subset)
+    rest = np.asarray([i for i in range(n_samples) if i not in taken], dtype=np.int64)
+    wanted = min(len(rest), round(fraction / (1.0 - fraction) * len(subset)))
+    extra = rng.choice(rest, size=wanted, replace=False) if wanted else np.empty(0, np.int64)
+    report.natural = int(wanted)
+    report.total = len(subset) + int(wanted)
+    return sorted([*subset, *(int(i) for i in extra)])

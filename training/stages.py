@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from behaviorlm.base_model import BaseModel
 from behaviorlm.errors import InputError
@@ -37,9 +38,9 @@ from behaviorlm.vocabulary import Vocabulary
 from training.batching import Example, draw_order, encode_examples, length_grouped_batches
 from training.checkpoint import checkpoint_path
 from training.config import StageSettings, Strategy, TrainConfig
-from training.difficulty import load_or_score_difficulty
+from training.difficulty import DIFFICULTY_FILE, load_or_score_difficulty
 from training.plots import plot_stage_log
-from training.sampling import anchor_subset, balanced_subset
+from training.sampling import add_natural_replay, anchor_subset, balanced_subset
 from training.trainer import DistInfo, StageRun, build_lora_model, pick_device, run_stage
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,13 @@ def train(
                 len(short),
                 wanted,
             )
+        subset = add_natural_replay(
+            subset,
+            len(targets),
+            config.subset.natural_fraction,
+            np.random.default_rng([config.seed, 21]),
+            report,
+        )
         done["stage2"] = _stage(ctx, "stage2", config.stage2, subset, report.to_json())
     elif strategy == "sft":
         done["sft"] = _stage(ctx, "sft", config.baseline, list(range(len(targets))), {})
@@ -168,6 +176,13 @@ def train(
             0.0,
             None,
             np.random.default_rng([config.seed, 20]),
+        )
+        subset = add_natural_replay(
+            subset,
+            len(targets),
+            config.subset.natural_fraction,
+            np.random.default_rng([config.seed, 21]),
+            report,
         )
         done["balanced"] = _stage(ctx, "balanced", config.baseline, subset, report.to_json())
     else:
@@ -209,6 +224,10 @@ def _setup(
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(config.to_yaml())
+        if (out / RUN_FILE).exists():  # keep what an earlier start recorded (stage1_from)
+            kept = json.loads((out / RUN_FILE).read_text()).get("stage1_from")
+            if kept:
+                run_info["stage1_from"] = kept
         (out / RUN_FILE).write_text(json.dumps(run_info, indent=1, default=str) + "\n")
     device = pick_device(dist)
     tokenizer = AutoTokenizer.from_pretrained(str(base.path))
@@ -392,3 +411,57 @@ def stage_metrics(history: list[dict[str, float]], seconds: float) -> dict[str, 
         / max(1, sum(r["tokens"] + r["padding"] for r in history)),
         "skipped_steps": int(sum(r.get("skipped", 0) for r in history)),
     }
+
+
+# What stage 1 and the difficulty scores depend on: a run may reuse another's only if these
+# agree (difficulty candidates are drawn among behaviors above subset.per_class_max).
+STAGE1_KEYS: tuple[str, ...] = (
+    "seed",
+    "dtype",
+    "lora",
+    "stage1",
+    "difficulty",
+    "subset.per_class_max",
+)
+
+
+def reuse_stage1(source: Path, out: Path, config: TrainConfig, data: TrainingData) -> None:
+    """Start run ``out`` from the finished stage 1 (and difficulty scores) of run ``source``.
+
+    Stage 2 can then be rerun with other stage-2 / subset settings without training stage 1 or
+    rescoring; ``train(..., resume=True)`` on ``out`` picks both up. Refuses when anything
+    stage 1 depends on differs, naming the first such key.
+    """
+    if not (source / "stage1" / "manifest.json").exists():
+        raise InputError(f"--stage1-from {source}: no finished stage 1 (stage1/manifest.json)")
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"--out {out}: directory exists and is not empty; choose a new --out")
+    theirs = yaml.safe_load((source / CONFIG_FILE).read_text())
+    ours = config.to_dict()
+    for key in STAGE1_KEYS:
+        section, _, field = key.partition(".")
+        a, b = theirs.get(section), ours.get(section)
+        if field:
+            a, b = (a or {}).get(field), (b or {}).get(field)
+        if a != b:
+            raise InputError(
+                f"--stage1-from {source}: {key} is {a!r} there and {b!r} here; stage 1 and its "
+                "difficulty scores can only be reused with the same value"
+            )
+    old = json.loads((source / RUN_FILE).read_text())
+    if old.get("strategy") != "behaviorlm":
+        raise InputError(f"--stage1-from {source}: a {old.get('strategy')!r} run has no stage 1")
+    theirs_data, ours_data = old.get("data", {}), data.info
+    if any(theirs_data.get(k) != ours_data.get(k) for k in ("name", "train_samples")):
+        raise InputError(
+            f"--stage1-from {source}: trained on other data ({theirs_data.get('path')}, "
+            f"{theirs_data.get('train_samples')} train samples)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / "stage1", out / "stage1")
+    for name in (DIFFICULTY_FILE, "difficulty.png"):
+        if (source / name).exists():
+            shutil.copy2(source / name, out / name)
+    (out / CONFIG_FILE).write_text(config.to_yaml())
+    (out / RUN_FILE).write_text(json.dumps({**old, "stage1_from": str(source)}, indent=1) + "\n")
+    log.info("stage 1 and difficulty reused from %s", source)

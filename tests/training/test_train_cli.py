@@ -21,6 +21,8 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--base-model",
         "--out",
         "--resume",
+        "--stage1-from",
+        "natural_fraction",
         "KEY=VALUE",
         "stage1.steps",
         "torchrun",

@@ -34,6 +34,7 @@ def test_overrides_apply_to_nested_sections() -> None:
         ("stage1.stepz=3", "stage1.stepz"),
         ("stage2.steps=0", "stage2.steps"),
         ("subset.hard_fraction=1.5", "subset.hard_fraction"),
+        ("subset.natural_fraction=1", "subset.natural_fraction"),
         ("lora.r=abc", "lora.r"),
         ("dtype=float16", "dtype"),
         ("lora.target_modules=[lm_head]", "lora.target_modules"),

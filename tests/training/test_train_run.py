@@ -213,6 +213,31 @@ def test_a_non_finite_step_is_skipped_and_a_run_of_them_stops_training(
         train("sft", data, tiny_model, _config("baseline.steps=8"), tmp_path / "all")
 
 
+def test_stage2_reruns_from_another_runs_stage1(
+    two_stage: Any, prepared: Path, tiny_model: Any, tmp_path: Path
+) -> None:
+    """--stage1-from: retry stage 2 (here with anchor replay) without stage 1 or rescoring."""
+    from safetensors.torch import load_file
+
+    from behaviorlm.errors import InputError
+    from training.stages import TrainingData, reuse_stage1, train
+
+    source = two_stage.adapters["stage1"].parent
+    data = TrainingData.from_prepared(prepared)
+    config = _config("subset.natural_fraction=0.5", "stage2.steps=3")
+    out = tmp_path / "retry"
+    reuse_stage1(source, out, config, data)
+    result = train("behaviorlm", data, tiny_model, config, out, resume=True)
+    ours = load_file(str(result.adapters["stage1"] / "adapter_model.safetensors"))
+    theirs = load_file(str(two_stage.adapters["stage1"] / "adapter_model.safetensors"))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    stage2 = AdapterManifest.load(result.adapters["stage2"])
+    assert stage2.data["subset"]["natural"] > 0
+    assert json.loads((out / "run.json").read_text())["stage1_from"] == str(source)
+    with pytest.raises(InputError, match=r"stage1 is"):
+        reuse_stage1(source, tmp_path / "other", _config("stage1.steps=5"), data)
+
+
 def test_existing_run_needs_resume(two_stage: Any, prepared: Path, tiny_model: Any) -> None:
     from behaviorlm.errors import InputError
     from training.stages import TrainingData, train

@@ -6,7 +6,13 @@ import numpy as np
 
 from behaviorlm.vocabulary import Vocabulary
 from training.batching import draw_order, length_grouped_batches
-from training.sampling import anchor_subset, balanced_subset, by_class, difficulty_candidates
+from training.sampling import (
+    add_natural_replay,
+    anchor_subset,
+    balanced_subset,
+    by_class,
+    difficulty_candidates,
+)
 
 TARGETS = ["a"] * 50 + ["b"] * 30 + ["c"] * 5 + ["d"] * 1
 
@@ -65,3 +71,19 @@ def test_schedule_is_deterministic_and_length_grouped() -> None:
 def test_difficulty_candidates_skip_classes_taken_whole() -> None:
     got = difficulty_candidates(TARGETS, 10, 1000, np.random.default_rng(0), min_class_size=5)
     assert {TARGETS[i] for i in got} == {"a", "b"}
+
+
+def test_natural_replay_adds_samples_from_outside_the_balanced_subset() -> None:
+    rng = np.random.default_rng(0)
+    subset, report = balanced_subset(TARGETS, 5, 0.0, None, rng)
+    assert len(subset) == 16  # 5 + 5 + 5 + 1
+    assert add_natural_replay(subset, len(TARGETS), 0.0, rng, report) == subset
+    mixed = add_natural_replay(subset, len(TARGETS), 0.5, rng, report)
+    assert len(mixed) == 32 and len(set(mixed)) == 32 and set(subset) <= set(mixed)
+    assert report.natural == 16 and report.total == 32
+    # drawn from the natural distribution: the big behavior dominates the additions
+    added = [TARGETS[i] for i in set(mixed) - set(subset)]
+    assert added.count("a") > added.count("c") + added.count("d")
+    # never more than exists outside the subset
+    everything = add_natural_replay(subset, len(TARGETS), 0.99, rng, report)
+    assert len(everything) == len(TARGETS)

@@ -56,7 +56,8 @@ def discover_adapters(run: Path) -> list[LLMSystem]:
     out = []
     for d in found:
         manifest = AdapterManifest.load(d)
-        name = f"{run.name}/{d.name}" if d != run else run.name
+        # an adapter directory given directly is named like one found in its run
+        name = f"{d.parent.name}/{d.name}"
         out.append(LLMSystem(name=name, adapter_dir=d, manifest=manifest))
     return out
 

@@ -176,6 +176,11 @@ def test_llm_systems_calibration_and_resume(prepared: Any, tiny_model: Any, tmp_
     again = json.loads((out / "report.json").read_text())
     again_adapter = {s["name"]: s for s in again["systems"]}["tiny-run/stage2"]
     assert again_adapter["metrics"] == adapter["metrics"]
+    # One stage's directory given directly is the same system, under the same name.
+    direct = [a if a != str(run) else str(run / "stage2") for a in argv[:-3]]
+    assert main([*direct, "--systems", "adapters", "--logit-adjust", ""]) == 0
+    names = [s["name"] for s in json.loads((out / "report.json").read_text())["systems"]]
+    assert "tiny-run/stage2" in names
 
 
 @pytest.mark.slow
