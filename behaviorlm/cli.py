@@ -16,14 +16,15 @@ from typing import Any
 from behaviorlm import __version__
 from behaviorlm.errors import BehaviorLMError
 
-# Modules that each define register(subparsers) for one subcommand.
-COMMANDS: tuple[str, ...] = (
-    "behaviorlm.base_model_cli",
-    "training.data.cli",
-    "training.cli",
-    "training.evaluation.cli",
-    "service.cli",
-)
+# Modules that each define register(subparsers) for one subcommand: the command's name and
+# the extra that installs its dependencies (named when the extra is missing).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "behaviorlm.base_model_cli": ("base-model", "train"),
+    "training.data.cli": ("data", "train"),
+    "training.cli": ("train", "train"),
+    "training.evaluation.cli": ("eval", "train"),
+    "service.cli": ("serve", "serve"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,21 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as exc:
             # An optional extra (serve: pydantic-settings, fastapi...) is not installed: the
             # other commands still work, and this one says what to install.
-            _register_missing(sub, module, exc.name or str(exc))
+            _register_missing(sub, *COMMANDS[module], exc.name or str(exc))
     return parser
 
 
-# The command each optional module registers and the extra that provides its dependencies.
-_EXTRAS: dict[str, tuple[str, str]] = {
-    "training.data.cli": ("data", "train"),
-    "training.cli": ("train", "train"),
-    "training.evaluation.cli": ("eval", "train"),
-    "service.cli": ("serve", "serve"),
-}
-
-
-def _register_missing(sub: Any, module: str, missing: str) -> None:
-    command, extra = _EXTRAS.get(module, (module.rsplit(".", 1)[0], "train,serve"))
+def _register_missing(sub: Any, command: str, extra: str, missing: str) -> None:
     message = (
         f"`behaviorlm {command}` needs the '{extra}' extra (module {missing!r} is not "
         f"installed): pip install 'behaviorlm[{extra}]'"

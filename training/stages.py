@@ -40,7 +40,12 @@ from training.checkpoint import checkpoint_path
 from training.config import StageSettings, Strategy, TrainConfig
 from training.difficulty import DIFFICULTY_FILE, load_or_score_difficulty
 from training.plots import plot_stage_log
-from training.sampling import add_natural_replay, anchor_subset, balanced_subset
+from training.sampling import (
+    SubsetReport,
+    add_natural_replay,
+    anchor_subset,
+    balanced_subset,
+)
 from training.trainer import DistInfo, StageRun, build_lora_model, pick_device, run_stage
 
 log = logging.getLogger(__name__)
@@ -139,13 +144,7 @@ def train(
         difficulty = load_or_score_difficulty(
             ctx.out, ctx.model, ctx.tokenizer, data, ctx.trie, config, ctx.dist
         )
-        subset, report = balanced_subset(
-            targets,
-            config.subset.per_class_max,
-            config.subset.hard_fraction,
-            difficulty,
-            np.random.default_rng([config.seed, 20]),
-        )
+        subset, report = _balanced_with_replay(targets, config, difficulty)
         wanted = round(config.subset.hard_fraction * config.subset.per_class_max)
         short = [
             c
@@ -159,31 +158,11 @@ def train(
                 len(short),
                 wanted,
             )
-        subset = add_natural_replay(
-            subset,
-            len(targets),
-            config.subset.natural_fraction,
-            np.random.default_rng([config.seed, 21]),
-            report,
-        )
         done["stage2"] = _stage(ctx, "stage2", config.stage2, subset, report.to_json())
     elif strategy == "sft":
         done["sft"] = _stage(ctx, "sft", config.baseline, list(range(len(targets))), {})
     elif strategy == "balanced":
-        subset, report = balanced_subset(
-            targets,
-            config.subset.per_class_max,
-            0.0,
-            None,
-            np.random.default_rng([config.seed, 20]),
-        )
-        subset = add_natural_replay(
-            subset,
-            len(targets),
-            config.subset.natural_fraction,
-            np.random.default_rng([config.seed, 21]),
-            report,
-        )
+        subset, report = _balanced_with_replay(targets, config, None)
         done["balanced"] = _stage(ctx, "balanced", config.baseline, subset, report.to_json())
     else:
         raise InputError(f"--strategy {strategy}: unknown; use behaviorlm, sft or balanced")
@@ -196,6 +175,24 @@ def train(
             ", ".join(str(p) for p in done.values()),
         )
     return RunResult(done, ctx.model, ctx.tokenizer, ctx.trie)
+
+
+def _balanced_with_replay(
+    targets: Sequence[str], config: TrainConfig, difficulty: dict[int, float] | None
+) -> tuple[list[int], SubsetReport]:
+    """The class-balanced subset (hardest-first when ``difficulty`` is given, else random)
+    plus the natural-distribution replay: stage 2's samples, and the ``balanced`` strategy's."""
+    settings = config.subset
+    subset, report = balanced_subset(
+        targets,
+        settings.per_class_max,
+        settings.hard_fraction if difficulty is not None else 0.0,
+        difficulty,
+        np.random.default_rng([config.seed, 20]),
+    )
+    rng = np.random.default_rng([config.seed, 21])
+    subset = add_natural_replay(subset, len(targets), settings.natural_fraction, rng, report)
+    return subset, report
 
 
 def _setup(

@@ -37,6 +37,11 @@ class TreeLayout:
     ancestors: np.ndarray  # bool [n, n]: node i attends to node j (its ancestors and itself)
     read_at: tuple[int, ...]  # per query (trie.queries order): -1 = last prompt token, else node
     children: tuple[tuple[int, ...], ...]  # per query: the child token ids to read there
+    # The same children flattened (token id, its query) and each query's slice of them: the
+    # gather after the forward pass, computed once per trie rather than per row.
+    child_tokens: np.ndarray
+    child_query: np.ndarray
+    child_bounds: np.ndarray
 
     @classmethod
     def of(cls, trie: AnswerTrie) -> TreeLayout:
@@ -52,12 +57,16 @@ class TreeLayout:
             for k in range(1, len(p) + 1):
                 ancestors[i, column[p[:k]]] = True
         read_at = tuple(-1 if prefix == () else column[prefix] for prefix, _ in queries)
+        children = tuple(kids for _, kids in queries)
         return cls(
             tokens=tuple(p[-1] for p in order),
             depths=tuple(len(p) - 1 for p in order),
             ancestors=ancestors,
             read_at=read_at,
-            children=tuple(kids for _, kids in queries),
+            children=children,
+            child_tokens=np.asarray([t for kids in children for t in kids], dtype=np.int64),
+            child_query=np.repeat(np.arange(len(children)), [len(k) for k in children]),
+            child_bounds=np.cumsum([0] + [len(k) for k in children]),
         )
 
 
@@ -182,12 +191,10 @@ def _forward_reads(
         # Only the children's logits leave the device; the normaliser is one number per node.
         row = logits[r, : len(lay.children)].float()
         lse = torch.logsumexp(row, dim=-1)
-        flat = [t for kids in lay.children for t in kids]
-        node = [q for q, kids in enumerate(lay.children) for _ in kids]
-        q_idx = torch.tensor(node, device=row.device)
-        picked = (row[q_idx, torch.tensor(flat, device=row.device)] - lse[q_idx]).double().cpu()
-        values = picked.numpy()
-        bounds = np.cumsum([0] + [len(kids) for kids in lay.children])
+        q_idx = torch.from_numpy(lay.child_query).to(row.device)
+        tokens = torch.from_numpy(lay.child_tokens).to(row.device)
+        values = (row[q_idx, tokens] - lse[q_idx]).double().cpu().numpy()
+        bounds = lay.child_bounds
         result.append([values[bounds[q] : bounds[q + 1]] for q in range(len(lay.children))])
     return result
 

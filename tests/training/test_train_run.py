@@ -50,6 +50,21 @@ def _config(*extra: str) -> Any:
     return load_config("tiny", [*RUN_OVERRIDES, *extra])
 
 
+def _cli_run_args(prepared: Path, tiny_model: Any, out: Path) -> list[str]:
+    """`training.cli` arguments of the shared tiny run (for the subprocess tests)."""
+    return [
+        "--data",
+        str(prepared),
+        "--preset",
+        "tiny",
+        "--base-model",
+        str(tiny_model.path),
+        "--out",
+        str(out),
+        *RUN_OVERRIDES,
+    ]
+
+
 @pytest.fixture(scope="module")
 def two_stage(prepared: Path, tiny_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from training.stages import TrainingData, train
@@ -270,15 +285,7 @@ def test_killed_run_resumes_to_the_same_weights(
         "training.cli",
         "--strategy",
         "behaviorlm",
-        "--data",
-        str(prepared),
-        "--preset",
-        "tiny",
-        "--base-model",
-        str(tiny_model.path),
-        "--out",
-        str(out),
-        *RUN_OVERRIDES,
+        *_cli_run_args(prepared, tiny_model, out),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
@@ -316,15 +323,7 @@ def test_torchrun_two_processes_match_one(
         "2",
         "-m",
         "training.cli",
-        "--data",
-        str(prepared),
-        "--preset",
-        "tiny",
-        "--base-model",
-        str(tiny_model.path),
-        "--out",
-        str(out),
-        *RUN_OVERRIDES,
+        *_cli_run_args(prepared, tiny_model, out),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=400)
