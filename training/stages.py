@@ -422,12 +422,22 @@ STAGE1_KEYS: tuple[str, ...] = (
 )
 
 
-def reuse_stage1(source: Path, out: Path, config: TrainConfig, data: TrainingData) -> None:
+def reuse_stage1(
+    source: Path,
+    out: Path,
+    config: TrainConfig,
+    data: TrainingData,
+    subset: Sequence[int] | None = None,
+) -> None:
     """Start run ``out`` from the finished stage 1 (and difficulty scores) of run ``source``.
 
     Stage 2 can then be rerun with other stage-2 / subset settings without training stage 1 or
     rescoring; ``train(..., resume=True)`` on ``out`` picks both up. Refuses when anything
     stage 1 depends on differs, naming the first such key.
+
+    ``subset``: ``data`` is the source's training split restricted to these (sorted) sample
+    indices, with the same anchors (the few-shot experiment removes tail samples, which stage 1
+    never sees): difficulty scores are renumbered and those of removed samples dropped.
     """
     if not (source / "stage1" / "manifest.json").exists():
         raise InputError(f"--stage1-from {source}: no finished stage 1 (stage1/manifest.json)")
@@ -448,17 +458,42 @@ def reuse_stage1(source: Path, out: Path, config: TrainConfig, data: TrainingDat
     old = json.loads((source / RUN_FILE).read_text())
     if old.get("strategy") != "behaviorlm":
         raise InputError(f"--stage1-from {source}: a {old.get('strategy')!r} run has no stage 1")
-    theirs_data, ours_data = old.get("data", {}), data.info
+    theirs_data = old.get("data", {})
+    ours_data = data.info
+    if subset is not None:  # the source saw the whole split
+        ours_data = {**data.info, "train_samples": data.info.get("source_train_samples")}
     if any(theirs_data.get(k) != ours_data.get(k) for k in ("name", "train_samples")):
         raise InputError(
             f"--stage1-from {source}: trained on other data ({theirs_data.get('path')}, "
             f"{theirs_data.get('train_samples')} train samples)"
         )
+    theirs_anchors = set(AdapterManifest.load(source / "stage1").anchors)
+    if theirs_anchors != set(data.vocabulary.anchors):
+        raise InputError(
+            f"--stage1-from {source}: its stage 1 was tuned on other anchors "
+            f"({sorted(theirs_anchors ^ set(data.vocabulary.anchors))[:5]} differ)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source / "stage1", out / "stage1")
-    for name in (DIFFICULTY_FILE, "difficulty.png"):
-        if (source / name).exists():
-            shutil.copy2(source / name, out / name)
+    if (source / DIFFICULTY_FILE).exists():
+        _copy_difficulty(source / DIFFICULTY_FILE, out / DIFFICULTY_FILE, subset)
+    if (source / "difficulty.png").exists():
+        shutil.copy2(source / "difficulty.png", out / "difficulty.png")
     (out / CONFIG_FILE).write_text(config.to_yaml())
     (out / RUN_FILE).write_text(json.dumps({**old, "stage1_from": str(source)}, indent=1) + "\n")
     log.info("stage 1 and difficulty reused from %s", source)
+
+
+def _copy_difficulty(source: Path, dest: Path, subset: Sequence[int] | None) -> None:
+    import pandas as pd
+
+    if subset is None:
+        shutil.copy2(source, dest)
+        return
+    frame = pd.read_parquet(source)
+    position = {int(i): n for n, i in enumerate(subset)}
+    keep = frame["index"].astype(int).isin(position)
+    frame = frame[keep].copy()
+    frame["index"] = [position[int(i)] for i in frame["index"]]
+    frame.to_parquet(dest, index=False)
+    log.info("difficulty: %d scores kept, %d of removed samples dropped", keep.sum(), (~keep).sum())

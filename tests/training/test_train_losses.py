@@ -133,3 +133,51 @@ def test_pad_safe_mask_leaves_no_query_without_a_key() -> None:
         [False, False, True, True],
     ]
     assert allowed[1].tolist() == torch.tril(torch.ones(4, 4, dtype=torch.bool)).tolist()
+
+
+def test_bf16_base_trains_fp32_lora_through_bf16_matmuls(
+    tiny_model: Any, smollm2_tokenizer: Any
+) -> None:
+    """On a bf16 base the LoRA matmuls run in bf16 (autocast) and their gradients stay fp32.
+
+    Reference: peft's own path (inputs cast up to the fp32 LoRA weights), with the output head
+    applied to every position; the training forward must give the same logits at the answer
+    positions and the same LoRA gradients, up to bf16 rounding.
+    """
+    from training.trainer import build_lora_model
+
+    model = build_lora_model(
+        tiny_model.path, LoraSettings(r=4, alpha=8, dropout=0.0), "bfloat16", 0, torch.device("cpu")
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert lora and all(p.dtype == torch.float32 for p in lora.values())
+    batch = collate(_examples(smollm2_tokenizer), pad_id=0)
+
+    logits = forward_answer_logits(model, batch)
+    answer_nll(logits, batch).backward()
+    ours = {n: p.grad.clone() for n, p in lora.items()}
+    model.zero_grad(set_to_none=True)
+
+    from training.batching import pad_safe_mask
+
+    full = model(
+        input_ids=batch.input_ids,
+        attention_mask=pad_safe_mask(batch.attention_mask, torch.bfloat16),
+        position_ids=batch.position_ids,
+        use_cache=False,
+    ).logits[:, -batch.answer_width :]
+    answer_nll(full, batch).backward()
+    assert logits.shape == full.shape and logits.is_contiguous()
+    scale = full.float().abs().max()
+    assert (logits.float() - full.float()).abs().max() <= 0.05 * scale
+    for name, grad in ours.items():
+        ref = lora[name].grad
+        assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
+        assert torch.nn.functional.cosine_similarity(grad.flatten(), ref.flatten(), dim=0) > 0.98
+    # Outside training the adapter still works on bf16 inputs (peft's casting is back on).
+    with torch.no_grad():
+        model(input_ids=batch.input_ids[:1, -4:], use_cache=False)

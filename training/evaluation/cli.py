@@ -173,6 +173,14 @@ def register(sub: Any) -> None:
         help="training config override (repeatable), e.g. baseline.steps=100",
     )
     f.add_argument(
+        "--fewshot-stage1-from",
+        type=Path,
+        metavar="RUN",
+        help="with --fewshot-strategy behaviorlm: reuse this finished run's stage 1 and "
+        "difficulty scores for every k (stage 1 sees anchors only, so the held-out tail "
+        "behaviors never reach it); only stage 2 is trained",
+    )
+    f.add_argument(
         "--fewshot-other-samples",
         type=int,
         default=200,
@@ -251,6 +259,7 @@ def _fewshot(args: argparse.Namespace) -> int:
         strategy=args.fewshot_strategy,
         preset=args.fewshot_preset,
         overrides=tuple(args.fewshot_set),
+        stage1_from=args.fewshot_stage1_from,
         other_test_samples=args.fewshot_other_samples,
         base_model=args.base_model,
         engine=args.engine,

@@ -9,6 +9,10 @@ precision means something), and their recall / precision / F1 / HR@5 are reporte
 
 Held-out choice: tail behaviors with at least max(k) training targets, the ones with the most
 test samples first (ties by name), unless ``behaviors`` names them.
+
+With ``stage1_from`` (strategy ``behaviorlm``), every k starts from that run's stage 1 and
+difficulty scores instead of training its own: stage 1 is tuned on anchor samples only, so it is
+the same for every k (held-out behaviors are tails), and only stage 2 sees the k examples.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class FewShotConfig:
     holdout: how many tail behaviors to hold out (ignored when ``behaviors`` is given).
     behaviors: explicit held-out behaviors.
     strategy / preset / overrides: the training run (``behaviorlm train`` semantics).
+    stage1_from: a finished ``behaviorlm`` run on the same data whose stage 1 (and difficulty
+        scores) every k reuses; only stage 2 is trained (strategy behaviorlm only).
     other_test_samples: extra test samples of other behaviors in the evaluation set.
     base_model / engine / dtype / batch_size: model and scoring engine.
     seed: picks of the k examples and of the other test samples.
@@ -51,6 +57,7 @@ class FewShotConfig:
     strategy: Strategy = "balanced"
     preset: str = "cpu"
     overrides: tuple[str, ...] = ()
+    stage1_from: Path | None = None
     other_test_samples: int = 200
     base_model: str = "smollm2"
     engine: str = "auto"
@@ -65,6 +72,11 @@ class FewShotConfig:
             raise InputError(f"--fewshot-holdout: must be >= 1, got {self.holdout}")
         if self.other_test_samples < 0:
             raise InputError("--fewshot-other-samples: must be >= 0")
+        if self.stage1_from is not None and self.strategy != "behaviorlm":
+            raise InputError(
+                f"--fewshot-stage1-from: only with --fewshot-strategy behaviorlm "
+                f"(got {self.strategy})"
+            )
 
 
 def choose_holdout(vocab: Vocabulary, test_targets: Sequence[str], cfg: FewShotConfig) -> list[str]:
@@ -89,6 +101,14 @@ def choose_holdout(vocab: Vocabulary, test_targets: Sequence[str], cfg: FewShotC
     return candidates[: cfg.holdout]
 
 
+FINAL_STAGE: dict[str, str] = {"behaviorlm": "stage2", "sft": "sft", "balanced": "balanced"}
+
+
+def _stage_draws(config: Any, strategy: str) -> int:
+    stage = config.stage2 if strategy == "behaviorlm" else config.baseline
+    return int(stage.steps * stage.batch_size)
+
+
 def training_subset(targets: Sequence[str], held: Sequence[str], k: int, seed: int) -> list[int]:
     """All indices of other behaviors plus k seeded picks of each held-out behavior."""
     arr = np.asarray(targets, dtype=object)
@@ -105,7 +125,7 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
     from training.config import load_config
     from training.data.dataset import PreparedDataset
     from training.evaluation.systems import LLMSystem, discover_adapters, open_engine, score_samples
-    from training.stages import TrainingData, train
+    from training.stages import TrainingData, reuse_stage1, train
 
     ds = PreparedDataset.load(cfg.data)
     vocab = ds.vocabulary
@@ -138,10 +158,18 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
             Vocabulary.from_counts(counts, vocab.anchor_share),
             train_samples.take(subset),
             [train_targets[i] for i in subset],
-            {"name": ds.name, "path": str(ds.root), "fewshot": {"k": k, "held_out": held}},
+            {
+                "name": ds.name,
+                "path": str(ds.root),
+                "train_samples": len(subset),
+                "source_train_samples": len(train_targets),
+                "fewshot": {"k": k, "held_out": held},
+            },
         )
         run_dir = cfg.out / f"k{k}"
-        if not any(run_dir.glob("*/manifest.json")):
+        if not (run_dir / FINAL_STAGE[cfg.strategy] / "manifest.json").exists():
+            if cfg.stage1_from is not None and not run_dir.exists():
+                reuse_stage1(cfg.stage1_from, run_dir, config, data, subset)
             train(
                 cfg.strategy,
                 data,
@@ -152,6 +180,10 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
                 resume=run_dir.exists(),
             )
         system = discover_adapters(run_dir)[-1]
+        manifest = system.manifest
+        assert manifest is not None  # discover_adapters only returns trained adapters
+        final = manifest.data
+        draws = _stage_draws(config, cfg.strategy)
         engine = open_engine(
             cfg.engine,
             cfg.base_model,
@@ -183,6 +215,16 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
             "k": k,
             "adapter": str(system.adapter_dir),
             "train_samples": len(subset),
+            "stage_samples": final.get("stage_samples"),
+            # How often training drew a held-out behavior's examples (in expectation): at a CPU
+            # budget a stage sees only part of its subset, so k examples may be drawn fewer times.
+            "expected_draws": {
+                n: draws
+                * final.get("subset", {}).get("per_class", {}).get(n, k)
+                / max(1, final.get("stage_samples") or 1)
+                for n in held
+            },
+            "train_seconds": manifest.metrics.get("wall_seconds"),
             "held_out_samples": int(on_held.sum()),
             "held_out_hr@1": float((rank[on_held] == 1).mean()) if on_held.any() else None,
             "held_out_hr@5": float((rank[on_held] <= 5).mean()) if on_held.any() else None,
@@ -222,19 +264,38 @@ def write_fewshot(out: Path, result: dict[str, Any]) -> None:
         f"Held-out tail behaviors: {', '.join(result['held_out'])}; "
         f"{result['eval_samples']} test samples (all of the held-out behaviors' plus others). "
         f"Strategy {result['config']['strategy']}, preset {result['config']['preset']}, "
-        f"overrides {list(result['config']['overrides'])}.",
+        f"overrides {list(result['config']['overrides'])}"
+        + (
+            f", stage 1 reused from {result['config']['stage1_from']}."
+            if result["config"].get("stage1_from")
+            else "."
+        ),
         "",
-        "| k | train samples | held-out samples | macro recall | macro F1 | HR@1 | HR@5 | "
-        "mean p(held-out) | overall acc |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| k | train samples | draws of each held-out behavior (expected) | held-out samples | "
+        "macro recall | macro F1 | HR@1 | HR@5 | mean p(held-out) | overall acc |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
+        draws = ", ".join(f"{v:.1f}" for v in r["expected_draws"].values())
         lines.append(
-            f"| {r['k']} | {r['train_samples']} | {r['held_out_samples']} | "
+            f"| {r['k']} | {r['train_samples']} | {draws} | {r['held_out_samples']} | "
             f"{r['macro_recall']:.3f} | {r['macro_f1']:.3f} | {r['held_out_hr@1']:.3f} | "
             f"{r['held_out_hr@5']:.3f} | {r['held_out_mean_prob']:.4f} | "
             f"{r['overall_accuracy']:.3f} |"
         )
+    lines += [
+        "",
+        "Per held-out behavior (test support; times predicted at top 1):",
+        "",
+        "| k | behavior | support | predicted | precision | recall | F1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        for b in r["behaviors"]:
+            lines.append(
+                f"| {r['k']} | {b['behavior']} | {b['support']} | {b['predicted']} | "
+                f"{b['precision']:.3f} | {b['recall']:.3f} | {b['f1']:.3f} |"
+            )
     lines += ["", "![recall and F1 against k](fewshot.png)", ""]
     (out / "fewshot.md").write_text("\n".join(lines))
     fig, ax = plt.subplots(figsize=(5, 3.5))

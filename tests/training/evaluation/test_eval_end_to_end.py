@@ -225,3 +225,81 @@ def test_fewshot_experiment_with_the_tiny_preset(
         assert 0.0 <= row["macro_recall"] <= 1.0
     assert (out / "fewshot.png").stat().st_size > 5000
     assert "| 2 |" in (out / "fewshot.md").read_text()
+
+
+@pytest.mark.slow
+def test_fewshot_reuses_a_runs_stage1(
+    prepared: Any, tiny_model: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--fewshot-stage1-from: every k starts from the same stage 1; difficulty renumbered."""
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from training.config import load_config
+    from training.evaluation.fewshot import training_subset
+    from training.stages import TrainingData, train
+
+    source = tmp_path / "source"
+    train(
+        "behaviorlm",
+        TrainingData.from_prepared(prepared.root),
+        tiny_model,
+        load_config("tiny", ("stage2.steps=2",)),
+        source,
+    )
+    scored = pd.read_parquet(source / "difficulty.parquet")
+    assert len(scored) > 0
+    out = tmp_path / "fewshot"
+    argv = [
+        "eval",
+        "--fewshot",
+        "--data",
+        str(prepared.root),
+        "--out",
+        str(out),
+        "--base-model",
+        str(tiny_model.path),
+        "--dtype",
+        "float32",
+        "--fewshot-ks",
+        "0,3",
+        "--fewshot-holdout",
+        "1",
+        "--fewshot-preset",
+        "tiny",
+        "--fewshot-strategy",
+        "behaviorlm",
+        "--fewshot-stage1-from",
+        str(source),
+        "--fewshot-other-samples",
+        "6",
+        "--fewshot-set",
+        "stage2.steps=2",
+    ]
+    assert main(argv) == 0
+    result = json.loads((out / "fewshot.json").read_text())
+    held = result["held_out"]
+    train_targets = list(prepared.targets("train"))
+    theirs = load_file(str(source / "stage1" / "adapter_model.safetensors"))
+    for row in result["rows"]:
+        run = Path(row["adapter"]).parent
+        assert Path(row["adapter"]).name == "stage2"
+        ours = load_file(str(run / "stage1" / "adapter_model.safetensors"))
+        assert all(torch_equal(ours[k], theirs[k]) for k in theirs)
+        # Scores follow their samples into the few-shot numbering; removed samples lose theirs.
+        subset = training_subset(train_targets, held, row["k"], 0)
+        frame = pd.read_parquet(run / "difficulty.parquet")
+        kept = scored[scored["index"].isin(subset)]
+        assert len(frame) == len(kept)
+        assert [train_targets[subset[i]] for i in frame["index"]] == list(frame["target"])
+        assert row["expected_draws"][held[0]] <= 2 * 4 * max(row["k"], 1)
+    assert "stage 1 reused from" in (out / "fewshot.md").read_text()
+    assert main([*argv, "--fewshot-strategy", "sft"]) == 2
+    error = capsys.readouterr().err
+    assert "--fewshot-stage1-from: only with --fewshot-strategy behaviorlm" in error
+
+
+def torch_equal(a: Any, b: Any) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
