@@ -181,3 +181,19 @@ def test_bf16_base_trains_fp32_lora_through_bf16_matmuls(
     # Outside training the adapter still works on bf16 inputs (peft's casting is back on).
     with torch.no_grad():
         model(input_ids=batch.input_ids[:1, -4:], use_cache=False)
+
+
+def test_output_head_gets_a_contiguous_input(lora_model: Any, smollm2_tokenizer: Any) -> None:
+    """A non-contiguous slice makes the head a batched matmul that copies its whole weight per
+    row (a quarter of a CPU step): the training forward must hand it a contiguous tensor."""
+    seen: list[Any] = []
+    head = lora_model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        batch = collate(_examples(smollm2_tokenizer), pad_id=0)
+        with torch.no_grad():
+            forward_answer_logits(lora_model, batch)
+    finally:
+        handle.remove()
+    (hidden,) = seen
+    assert hidden.shape[1] == batch.answer_width and hidden.is_contiguous()
