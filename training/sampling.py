@@ -130,8 +130,7 @@ def add_natural_replay(
     follows the natural (training) distribution of behaviors. Updates ``report``."""
     if fraction <= 0.0:
         return list(subset)
-    taken = set(subset)
-    rest = np.asarray([i for i in range(n_samples) if i not in taken], dtype=np.int64)
+    rest = np.setdiff1d(np.arange(n_samples, dtype=np.int64), np.asarray(subset, dtype=np.int64))
     wanted = min(len(rest), round(fraction / (1.0 - fraction) * len(subset)))
     extra = rng.choice(rest, size=wanted, replace=False) if wanted else np.empty(0, np.int64)
     report.natural = int(wanted)

@@ -104,11 +104,6 @@ def choose_holdout(vocab: Vocabulary, test_targets: Sequence[str], cfg: FewShotC
 FINAL_STAGE: dict[str, str] = {"behaviorlm": "stage2", "sft": "sft", "balanced": "balanced"}
 
 
-def _stage_draws(config: Any, strategy: str) -> int:
-    stage = config.stage2 if strategy == "behaviorlm" else config.baseline
-    return int(stage.steps * stage.batch_size)
-
-
 def training_subset(targets: Sequence[str], held: Sequence[str], k: int, seed: int) -> list[int]:
     """All indices of other behaviors plus k seeded picks of each held-out behavior."""
     arr = np.asarray(targets, dtype=object)
@@ -182,8 +177,9 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
         system = discover_adapters(run_dir)[-1]
         manifest = system.manifest
         assert manifest is not None  # discover_adapters only returns trained adapters
-        final = manifest.data
-        draws = _stage_draws(config, cfg.strategy)
+        stage = manifest.training_config["settings"]
+        draws, stage_samples = stage["steps"] * stage["batch_size"], manifest.data["stage_samples"]
+        per_class = manifest.data.get("subset", {}).get("per_class", {})  # sft: no subset
         engine = open_engine(
             cfg.engine,
             cfg.base_model,
@@ -215,15 +211,10 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
             "k": k,
             "adapter": str(system.adapter_dir),
             "train_samples": len(subset),
-            "stage_samples": final.get("stage_samples"),
+            "stage_samples": stage_samples,
             # How often training drew a held-out behavior's examples (in expectation): at a CPU
             # budget a stage sees only part of its subset, so k examples may be drawn fewer times.
-            "expected_draws": {
-                n: draws
-                * final.get("subset", {}).get("per_class", {}).get(n, k)
-                / max(1, final.get("stage_samples") or 1)
-                for n in held
-            },
+            "expected_draws": {n: draws * per_class.get(n, k) / stage_samples for n in held},
             "train_seconds": manifest.metrics.get("wall_seconds"),
             "held_out_samples": int(on_held.sum()),
             "held_out_hr@1": float((rank[on_held] == 1).mean()) if on_held.any() else None,

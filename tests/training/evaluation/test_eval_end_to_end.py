@@ -188,28 +188,7 @@ def test_fewshot_experiment_with_the_tiny_preset(
     prepared: Any, tiny_model: Any, tmp_path: Path
 ) -> None:
     out = tmp_path / "fewshot"
-    argv = [
-        "eval",
-        "--fewshot",
-        "--data",
-        str(prepared.root),
-        "--out",
-        str(out),
-        "--base-model",
-        str(tiny_model.path),
-        "--dtype",
-        "float32",
-        "--fewshot-ks",
-        "0,2",
-        "--fewshot-holdout",
-        "1",
-        "--fewshot-preset",
-        "tiny",
-        "--fewshot-other-samples",
-        "6",
-        "--fewshot-set",
-        "baseline.steps=2",
-    ]
+    argv = _fewshot_argv(prepared, tiny_model, out, "--fewshot-set", "baseline.steps=2")
     assert main(argv) == 0
     result = json.loads((out / "fewshot.json").read_text())
     held = result["held_out"]
@@ -233,6 +212,7 @@ def test_fewshot_reuses_a_runs_stage1(
 ) -> None:
     """--fewshot-stage1-from: every k starts from the same stage 1; difficulty renumbered."""
     import pandas as pd
+    import torch
     from safetensors.torch import load_file
 
     from training.config import load_config
@@ -250,32 +230,17 @@ def test_fewshot_reuses_a_runs_stage1(
     scored = pd.read_parquet(source / "difficulty.parquet")
     assert len(scored) > 0
     out = tmp_path / "fewshot"
-    argv = [
-        "eval",
-        "--fewshot",
-        "--data",
-        str(prepared.root),
-        "--out",
-        str(out),
-        "--base-model",
-        str(tiny_model.path),
-        "--dtype",
-        "float32",
-        "--fewshot-ks",
-        "0,3",
-        "--fewshot-holdout",
-        "1",
-        "--fewshot-preset",
-        "tiny",
+    argv = _fewshot_argv(
+        prepared,
+        tiny_model,
+        out,
         "--fewshot-strategy",
         "behaviorlm",
         "--fewshot-stage1-from",
         str(source),
-        "--fewshot-other-samples",
-        "6",
         "--fewshot-set",
         "stage2.steps=2",
-    ]
+    )
     assert main(argv) == 0
     result = json.loads((out / "fewshot.json").read_text())
     held = result["held_out"]
@@ -285,7 +250,7 @@ def test_fewshot_reuses_a_runs_stage1(
         run = Path(row["adapter"]).parent
         assert Path(row["adapter"]).name == "stage2"
         ours = load_file(str(run / "stage1" / "adapter_model.safetensors"))
-        assert all(torch_equal(ours[k], theirs[k]) for k in theirs)
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
         # Scores follow their samples into the few-shot numbering; removed samples lose theirs.
         subset = training_subset(train_targets, held, row["k"], 0)
         frame = pd.read_parquet(run / "difficulty.parquet")
@@ -299,7 +264,26 @@ def test_fewshot_reuses_a_runs_stage1(
     assert "--fewshot-stage1-from: only with --fewshot-strategy behaviorlm" in error
 
 
-def torch_equal(a: Any, b: Any) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
+def _fewshot_argv(prepared: Any, tiny_model: Any, out: Path, *extra: str) -> list[str]:
+    """``eval --fewshot`` on the tiny model: one held-out behavior, k = 0 and 2."""
+    return [
+        "eval",
+        "--fewshot",
+        "--data",
+        str(prepared.root),
+        "--out",
+        str(out),
+        "--base-model",
+        str(tiny_model.path),
+        "--dtype",
+        "float32",
+        "--fewshot-ks",
+        "0,2",
+        "--fewshot-holdout",
+        "1",
+        "--fewshot-preset",
+        "tiny",
+        "--fewshot-other-samples",
+        "6",
+        *extra,
+    ]
