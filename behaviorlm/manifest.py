@@ -16,11 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from behaviorlm.errors import InputError, ManifestMismatch
+from behaviorlm.labels import SCORING_FORMAT, SCORING_FORMATS, LabelHead
 from behaviorlm.prompt import PROMPT_VERSION
 from behaviorlm.vocabulary import Vocabulary
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_SCHEMA = 1
+# 1: answer-tree adapters (prompt v1, scoring format 2); 2: label-word head (v2, format 3).
+MANIFEST_SCHEMA = 2
+RETRAIN = "retrain it with `behaviorlm train` (the answer-tree format was removed in 2026-12)"
 
 Stage = Literal["stage1", "stage2", "sft", "balanced", "base"]
 
@@ -35,7 +38,7 @@ class BaseModelRef(BaseModel):
 
 class Calibration(BaseModel):
     model_config = ConfigDict(frozen=True)
-    temperature: float = Field(default=1.0, gt=0, description="divides constrained log-probs")
+    temperature: float = Field(default=1.0, gt=0, description="divides the label-word scores")
     fitted_on: str | None = Field(default=None, description="what the temperature was fitted on")
     nll_before: float | None = None
     nll_after: float | None = None
@@ -46,7 +49,9 @@ class VocabularyEntry(BaseModel):
     name: str
     count: int = Field(ge=0)
     anchor: bool
-    code: list[int] = Field(description="answer token ids (render_answer, tokenised alone)")
+    tokens: list[int] = Field(
+        min_length=1, description="label tokens: ids of ' <name>' tokenised alone (labels.py)"
+    )
 
 
 class AdapterManifest(BaseModel):
@@ -59,6 +64,15 @@ class AdapterManifest(BaseModel):
     strategy: str = Field(description="behaviorlm | sft | balanced")
     base_model: BaseModelRef
     prompt_version: str = PROMPT_VERSION
+    scoring_format: int = Field(
+        default=SCORING_FORMAT, description="how probabilities are read (labels.SCORING_FORMATS)"
+    )
+    history_events: int | None = Field(
+        default=None,
+        ge=1,
+        description="history events the prompt shows (the dataset's K): the service renders "
+        "the last this many events of a request",
+    )
     anchor_share: float
     vocabulary: list[VocabularyEntry]
     calibration: Calibration = Field(default_factory=Calibration)
@@ -70,11 +84,11 @@ class AdapterManifest(BaseModel):
 
     @classmethod
     def for_vocabulary(
-        cls, vocab: Vocabulary, codes: Sequence[Sequence[int]], **fields: Any
+        cls, vocab: Vocabulary, tokens: Sequence[Sequence[int]], **fields: Any
     ) -> AdapterManifest:
         entries = [
-            VocabularyEntry(name=n, count=c, anchor=vocab.is_anchor(n), code=list(code))
-            for n, c, code in zip(vocab.names, vocab.counts, codes, strict=True)
+            VocabularyEntry(name=n, count=c, anchor=vocab.is_anchor(n), tokens=list(toks))
+            for n, c, toks in zip(vocab.names, vocab.counts, tokens, strict=True)
         ]
         return cls(anchor_share=vocab.anchor_share, vocabulary=entries, **fields)
 
@@ -86,8 +100,12 @@ class AdapterManifest(BaseModel):
         )
 
     @property
-    def codes(self) -> list[tuple[int, ...]]:
-        return [tuple(e.code) for e in self.vocabulary]
+    def label_tokens(self) -> list[tuple[int, ...]]:
+        return [tuple(e.tokens) for e in self.vocabulary]
+
+    def label_head(self) -> LabelHead:
+        """The head over this adapter's vocabulary (rejects colliding names)."""
+        return LabelHead(tuple(e.name for e in self.vocabulary), tuple(self.label_tokens))
 
     @property
     def anchors(self) -> list[str]:
@@ -108,6 +126,12 @@ class AdapterManifest(BaseModel):
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from exc
+        if raw.get("schema_version") == 1:
+            raise ManifestMismatch(
+                f"{path}: this adapter was trained for scoring format 2 (answer tree, prompt "
+                f"{raw.get('prompt_version', 'v1')}); this BehaviorLM reads format "
+                f"{SCORING_FORMAT} ({SCORING_FORMATS[SCORING_FORMAT]}): {RETRAIN}"
+            )
         if raw.get("schema_version") != MANIFEST_SCHEMA:
             raise ManifestMismatch(
                 f"{path}: schema_version is {raw.get('schema_version')!r}, this BehaviorLM "
@@ -126,7 +150,13 @@ class AdapterManifest(BaseModel):
         tokenizer: Any | None = None,
         where: str = "adapter",
     ) -> None:
-        """Refuse to serve an adapter with another base model, prompt or tokenizer."""
+        """Refuse to serve an adapter with another base model, prompt, scoring or tokenizer."""
+        if self.scoring_format != SCORING_FORMAT:
+            known = SCORING_FORMATS.get(self.scoring_format, "unknown")
+            raise ManifestMismatch(
+                f"{where}: scoring format {self.scoring_format} ({known}); this BehaviorLM "
+                f"reads format {SCORING_FORMAT}: {RETRAIN}"
+            )
         if self.prompt_version != PROMPT_VERSION:
             raise ManifestMismatch(
                 f"{where}: trained with prompt version {self.prompt_version!r}, this BehaviorLM "
@@ -139,12 +169,13 @@ class AdapterManifest(BaseModel):
                 f"{base.id!r} (sha256 {base.sha256[:12]})"
             )
         if tokenizer is not None:
-            from behaviorlm.trie import encode_answer
+            from behaviorlm.prompt import PieceEncoder
 
+            encoder = tokenizer if isinstance(tokenizer, PieceEncoder) else PieceEncoder(tokenizer)
             for entry in self.vocabulary:
-                got = list(encode_answer(tokenizer, entry.name))
-                if got != entry.code:
+                got = list(encoder.label_tokens(entry.name))
+                if got != entry.tokens:
                     raise ManifestMismatch(
                         f"{where}: behavior {entry.name!r} encodes to {got} with this tokenizer, "
-                        f"the manifest records {entry.code}; the tokenizer differs"
+                        f"the manifest records {entry.tokens}; the tokenizer differs"
                     )

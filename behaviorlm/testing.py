@@ -12,7 +12,7 @@ from typing import Any
 
 from behaviorlm.base_model import BaseModel
 from behaviorlm.manifest import AdapterManifest
-from behaviorlm.trie import encode_answer
+from behaviorlm.prompt import PieceEncoder
 from behaviorlm.vocabulary import Vocabulary
 
 DEFAULT_TEST_BEHAVIORS: Mapping[str, int] = {
@@ -40,6 +40,7 @@ def make_random_adapter(
     version: str = "1",
     temperature: float = 1.0,
     scale: float = 0.3,
+    history_events: int | None = None,
 ) -> AdapterManifest:
     """Save a LoRA adapter with random A and B (so it changes the model) plus its manifest."""
     import torch
@@ -62,15 +63,17 @@ def make_random_adapter(
                 param.copy_(torch.randn(param.shape, generator=gen) * scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out_dir))
+    encoder = PieceEncoder(tokenizer)
     manifest = AdapterManifest.for_vocabulary(
         vocabulary,
-        [encode_answer(tokenizer, n) for n in vocabulary.names],
+        [encoder.label_tokens(n) for n in vocabulary.names],
         name=name,
         version=version,
         stage="stage2",
         strategy="random-test",
         base_model=base.ref,
         calibration=Calibration(temperature=temperature),
+        history_events=history_events,
         lora={"r": rank, "alpha": 2 * rank, "target_modules": list(target_modules)},
     )
     manifest.save(out_dir)

@@ -181,7 +181,7 @@ def naive_baseline(args: argparse.Namespace, adapter: Path, histories: list[Any]
     from behaviorlm.base_model import resolve_base_model
     from behaviorlm.events import Event
     from behaviorlm.manifest import AdapterManifest
-    from behaviorlm.prompt import render_prompt
+    from behaviorlm.prompt import PieceEncoder, render_prompt
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from scoring_benchmark import naive_scores
@@ -189,7 +189,7 @@ def naive_baseline(args: argparse.Namespace, adapter: Path, histories: list[Any]
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     base = resolve_base_model(args.base_model)
-    tok = AutoTokenizer.from_pretrained(str(base.path))
+    encoder = PieceEncoder(AutoTokenizer.from_pretrained(str(base.path)))
     plain = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.bfloat16)
     model = PeftModel.from_pretrained(plain, str(adapter)).eval()
     names = [e.name for e in AdapterManifest.load(adapter).vocabulary]
@@ -203,7 +203,7 @@ def naive_baseline(args: argparse.Namespace, adapter: Path, histories: list[Any]
 
     start = time.perf_counter()
     for prompt in tqdm(prompts, desc="naive baseline", unit="prediction"):
-        naive_scores(model, tok, prompt, names)
+        naive_scores(model, encoder, prompt, names)
     return len(prompts) / (time.perf_counter() - start)
 
 

@@ -1,45 +1,44 @@
-"""Training speed: our trainer against a plain transformers ``Trainer`` + peft LoRA baseline.
+"""Training speed: packed rows (every event a target) against one prompt per sample.
 
-Same run, same machine, same samples, same model (SmolLM2-135M-Instruct, bf16 base, LoRA r=8 on
-q_proj/v_proj, fp32 LoRA weights), same batch size, same objective (cross-entropy on the answer
-tokens only; the KL term is off so both do the same work):
+Same machine, model (SmolLM2-135M-Instruct, bf16 base, the ``cpu`` preset's LoRA), data, token
+budget per step and objective (label-word cross-entropy, KL off so both do the same work),
+through the real trainer (``training.trainer.run_stage``):
 
-- ours: ``training.trainer.run_stage``: prompt and answer tokenised apart, batches grouped by
-  length (left padding, near zero pad), the output head applied only at the answer positions
-  (``logits_to_keep``).
-- baseline: ``transformers.Trainer`` with a peft LoRA model, prompt+answer tokenised as one
-  sequence with the prompt's labels set to -100 (the usual completion-only recipe), right
-  padding by ``DataCollatorForSeq2Seq``, random batches, logits for every position.
+- packed: the rows training uses (``training/packing.py``: up to ``--chunk`` consecutive events
+  of a user, every target of the row read in the same forward);
+- one prompt per sample: a row per target holding its K history events and its own head (what
+  the answer-tree trainer fed the model, with the label-word head instead of answer tokens).
 
-Both train once over the same pool of ``--pool-batches x --batch-size`` samples (ours in
-length-grouped batches, as in training with ``length_pool`` = the pool; the baseline in its
-sampler's random order). Samples/s is measured over the steps after the first (warm-up) step;
-the baseline runs first, then ours, and the load average is printed with each.
+Targets/s is measured over the steps after the first (warm-up) one. The answer-tree trainer that
+packing replaced was measured on the same data (Context Trails PJ, local times, no weather) and
+machine before it was removed, with the benchmark of its own commit (34c7a83):
+``benchmarks/baselines/answer-tree-train.json``, 3.74 samples/s at 2 threads, 8 samples of 122
+prompt tokens per step (``answer-tree-train-weather.json``: 2.01 on the weather variant, 238
+tokens); the ratio to it is printed too.
 
-Achieved FLOP/s: the FLOPs of our training steps counted by ``torch.utils.flop_counter``
-(forward + backward), divided by their measured time, as a fraction of this machine's bf16
-matmul peak measured by a ``torch.matmul`` loop with the same thread count.
-
-Run: ``.venv/bin/python benchmarks/train_benchmark.py [--data runs/data/ct-pj] [--out DIR]``
-(5-8 minutes on 2 busy CPU cores; bounded by ``--pool-batches``). Without ``--data`` it prepares a
-small synthetic log. Prints the figures; with ``--out`` also writes JSON and a PNG.
+Run: ``.venv/bin/python benchmarks/train_benchmark.py --data runs/data/ct-pj-localtime``
+(about 5 minutes on 2 CPU cores). Prints the figures; ``--out DIR`` also writes JSON and a PNG.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import base_model, load_average, machine
+
+BASELINE = Path(__file__).resolve().parent / "baselines" / "answer-tree-train.json"
 
 
 @dataclass
@@ -48,274 +47,160 @@ class Figures:
     load_average: tuple[float, float, float]
     threads: int
     data: str
-    batch_size: int
-    timed_steps: int
-    load_before_baseline: float
-    load_before_ours: float
-    mean_prompt_tokens: float
-    ours_samples_per_s: float
-    baseline_samples_per_s: float
-    speedup: float
-    ours_padding_fraction: float
-    baseline_padding_fraction: float
-    ours_tflop_per_step: float
-    ours_achieved_tflops: float
-    matmul_peak_tflops: float
-    fraction_of_peak: float
+    batch_tokens: int
+    chunk_events: int
+    steps_timed: int
+    packed_targets_per_s: float
+    packed_tokens_per_s: float
+    packed_tokens_per_target: float
+    single_targets_per_s: float
+    single_tokens_per_s: float
+    single_tokens_per_target: float
+    speedup_vs_single: float
+    answer_tree_samples_per_s: float | None
+    speedup_vs_answer_tree: float | None
 
 
-def matmul_peak(seconds: float = 2.0, n: int = 1024) -> float:
-    """bf16 matmul FLOP/s of this machine (best of a few timed loops)."""
-    import torch
+def load_data(path: str | None) -> Any:
+    from training.stages import TrainingData
 
-    a = torch.randn(n, n, dtype=torch.bfloat16)
-    b = torch.randn(n, n, dtype=torch.bfloat16)
-    torch.matmul(a, b)
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        for _ in range(4):
-            torch.matmul(a, b)
-        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t0))
-    return best
+    if path is not None:
+        return TrainingData.from_prepared(path)
+    from training.data.config import PrepareConfig
+    from training.data.pipeline import prepare_log
+    from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+
+    out = Path(tempfile.mkdtemp()) / "synthetic"
+    prepare_log(
+        make_synthetic_log(2000, 60_000, 200, seed=0),
+        out,
+        PrepareConfig(history_len=10),
+        name="synthetic",
+        **SYNTHETIC_COLUMNS,
+    )
+    return TrainingData.from_prepared(out)
 
 
-def load_samples(data: str | None, n: int, seed: int) -> tuple[Any, list[Any], str]:
+def one_per_row(data: Any, n: int, seed: int) -> list[Any]:
+    """Plans of one target each (its own K-event history), for ``n`` random targets."""
     import numpy as np
 
-    from training.data.dataset import PreparedDataset
+    from training.packing import RowPlan
 
-    if data is None:
-        from training.data.pipeline import prepare_log
-        from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
-
-        out = Path(tempfile.mkdtemp(prefix="train-bench-")) / "synth"
-        ds = prepare_log(
-            make_synthetic_log(300, 20_000, 60, seed=0), out, name="synthetic", **SYNTHETIC_COLUMNS
-        )
-        label = "synthetic (300 users, 60 behaviors)"
-    else:
-        ds = PreparedDataset.load(data)
-        label = str(data)
-    view = ds.samples("train")
-    idx = np.random.default_rng(seed).choice(len(view), size=min(n, len(view)), replace=False)
-    return ds.vocabulary, list(view.take(sorted(idx.tolist()))), label
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(data.readouts), size=min(n, len(data.readouts)), replace=False)
+    return [RowPlan(int(data.readouts.starts[i]), np.asarray([i])) for i in np.sort(picks)]
 
 
-def run_ours(
-    base_path: Path, samples: list[Any], vocab: Any, batch: int, steps: int
-) -> dict[str, Any]:
+def measure(
+    model: Any, head: Any, rows: Any, data: Any, args: argparse.Namespace, tag: str, out: Path
+) -> dict[str, float]:
     import numpy as np
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-    from transformers import AutoTokenizer
 
-    from behaviorlm.trie import encode_answer
-    from training.batching import collate, encode_examples, length_grouped_batches
-    from training.config import LoraSettings, StageSettings, TrainConfig
-    from training.trainer import DistInfo, StageRun, build_lora_model, run_stage
+    from behaviorlm.errors import InputError
+    from training.batching import plan_batches
+    from training.config import StageSettings, load_config
+    from training.trainer import DistInfo, StageRun, run_stage
 
-    tok = AutoTokenizer.from_pretrained(str(base_path))
-    codes = {n: encode_answer(tok, n) for n in vocab.names}
-    examples = dict(enumerate(encode_examples(tok, samples, codes, vocab.index)))
-    order = np.arange(len(examples))
+    config = load_config("cpu", [f"threads={args.threads}", "checkpoint_every=0"])
+    settings = StageSettings(steps=args.steps, batch_tokens=args.batch_tokens, warmup_steps=1)
     rng = np.random.default_rng(0)
-    batches = length_grouped_batches(
-        order, {i: e.length for i, e in examples.items()}, batch, len(order) // batch, rng
+    batches = plan_batches(
+        rows.lengths, np.arange(len(rows)), args.batch_tokens, 16, args.steps, rng
     )
-    model = build_lora_model(
-        base_path, LoraSettings(dropout=0.0), "bfloat16", 0, torch.device("cpu")
-    )
-    config = TrainConfig(log_every=1000, checkpoint_every=0)
-    settings = StageSettings(steps=len(batches), batch_size=batch, kl_weight=0.0)
-    root = torch.tensor(sorted({e.answer_ids[0] for e in examples.values()}))
+    if not batches:
+        raise InputError("no batches")
+    tokenizer = head["encoder"].tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     history = run_stage(
         model,
-        StageRun("ours", settings, batches, examples, Path(tempfile.mkdtemp()) / "x.pt", 0),
+        StageRun(
+            name=tag,
+            settings=settings,
+            batches=batches,
+            rows=rows,
+            labels=data.readouts.labels,
+            weights=np.ones(len(data.readouts)),
+            head=head["tensors"],
+            checkpoint=out / f"{tag}.pt",
+            seed=0,
+            pad_id=int(pad),
+        ),
         config,
-        root,
-        tok.pad_token_id or 0,
         DistInfo(),
-        torch.device("cpu"),
+        model.device,
         resume=False,
     )
-    timed = history[1:]  # the first step warms up allocators and kernels
+    timed = history[1:]
     seconds = sum(h["seconds"] for h in timed)
-    # FLOPs of one representative step (forward + backward), counted, not estimated
-    from training.losses import answer_nll, forward_answer_logits
-
-    model.train()
-    flops = []
-    for b in batches[1:3]:
-        bt = collate([examples[i] for i in b], tok.pad_token_id or 0)
-        with FlopCounterMode(display=False) as counter:
-            answer_nll(forward_answer_logits(model, bt), bt).backward()
-        model.zero_grad(set_to_none=True)
-        flops.append(counter.get_total_flops() / len(b))
-    flop_per_sample = float(np.mean(flops))
-    n = sum(h["samples"] for h in timed)
+    targets = sum(h["readouts"] for h in timed)
+    tokens = sum(h["tokens"] for h in timed)
+    print(f"[bench] {tag}: {targets / seconds:.2f} targets/s, {tokens / seconds:.0f} tokens/s")
     return {
-        "samples_per_s": n / seconds,
-        "padding_fraction": sum(h["padding"] for h in timed)
-        / max(1, sum(h["tokens"] + h["padding"] for h in timed)),
-        "flop_per_step": flop_per_sample * batch,
-        "achieved_flops": flop_per_sample * n / seconds,
-        "prompt_tokens": float(np.mean([len(e.prompt_ids) for e in examples.values()])),
-        "steps": len(timed),
-    }
-
-
-def run_baseline(base_path: Path, samples: list[Any], batch: int, steps: int) -> dict[str, Any]:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        DataCollatorForSeq2Seq,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
-
-    from behaviorlm.prompt import render_sample
-
-    tok = AutoTokenizer.from_pretrained(str(base_path))
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    rows = []
-    for s in samples:
-        prompt, answer = render_sample(s)
-        assert answer is not None
-        ids = tok(prompt + answer)["input_ids"]
-        n_prompt = len(tok(prompt)["input_ids"])
-        rows.append(
-            {
-                "input_ids": ids,
-                "attention_mask": [1] * len(ids),
-                "labels": [-100] * n_prompt + ids[n_prompt:],
-            }
-        )
-    base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.bfloat16)
-    torch.manual_seed(0)
-    model = get_peft_model(
-        base,
-        LoraConfig(
-            r=8,
-            lora_alpha=16,
-            lora_dropout=0.0,
-            target_modules=["q_proj", "v_proj"],
-            task_type="CAUSAL_LM",
-        ),
-    )
-    times: list[float] = []
-    pads: list[tuple[int, int]] = []
-
-    class Timer(TrainerCallback):
-        t0 = 0.0
-
-        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
-            Timer.t0 = time.perf_counter()
-
-        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            times.append(time.perf_counter() - Timer.t0)
-
-    collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
-
-    def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
-        out = collator(features)
-        mask = out["attention_mask"]
-        pads.append((int((mask == 0).sum()), int(mask.numel())))
-        return out
-
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="hf-trainer-"),
-        per_device_train_batch_size=batch,
-        max_steps=len(rows) // batch,
-        learning_rate=1e-3,
-        logging_steps=1000,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        dataloader_num_workers=0,
-        seed=0,
-        disable_tqdm=True,
-    )
-    Trainer(
-        model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[Timer()]
-    ).train()
-    timed = times[1:]
-    return {
-        "samples_per_s": batch * len(timed) / sum(timed),
-        "padding_fraction": sum(p for p, _ in pads) / max(1, sum(t for _, t in pads)),
+        "targets_per_s": targets / seconds,
+        "tokens_per_s": tokens / seconds,
+        "tokens_per_target": tokens / max(targets, 1),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="prepared dataset (default: synthetic)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument(
-        "--pool-batches",
-        type=int,
-        default=12,
-        help="batches in the shared sample pool (each trainer runs them all)",
-    )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    parser.add_argument("--out", type=Path, default=None, help="write JSON + PNG here")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per step")
+    parser.add_argument("--chunk", type=int, default=32, help="events per packed row")
+    parser.add_argument("--steps", type=int, default=12, help="steps per mode (first: warm-up)")
     parser.add_argument("--base-model", default="smollm2", help="smollm2 or a model directory")
+    parser.add_argument("--out", type=Path, default=None, help="write JSON + PNG here")
     args = parser.parse_args()
-
-    import platform
+    logging.basicConfig(level=logging.WARNING)
 
     import torch
+    from transformers import AutoTokenizer
 
-    from behaviorlm.base_model import resolve_base_model
+    from behaviorlm.labels import LabelHead
+    from behaviorlm.prompt import PieceEncoder
+    from training.config import load_config
+    from training.losses import HeadTensors
+    from training.packing import encode_rows, pack
+    from training.trainer import build_lora_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    base = resolve_base_model(args.base_model)
-    vocab, samples, label = load_samples(args.data, args.batch_size * args.pool_batches, 0)
-    print(
-        f"[bench] {len(samples)} samples from {label}; threads {torch.get_num_threads()}",
-        flush=True,
-    )
-    peak = matmul_peak()
-    steps = args.pool_batches
-    load_baseline = os.getloadavg()[0]
-    baseline = run_baseline(base.path, samples, args.batch_size, steps)
-    print(
-        f"[bench] transformers Trainer: {baseline['samples_per_s']:.2f} samples/s "
-        f"(load {load_baseline:.1f})",
-        flush=True,
-    )
-    load_ours = os.getloadavg()[0]
-    ours = run_ours(base.path, samples, vocab, args.batch_size, steps)
-    print(f"[bench] ours: {ours['samples_per_s']:.2f} samples/s (load {load_ours:.1f})", flush=True)
-    peak_after = matmul_peak()
-    peak = max(peak, peak_after)
+    torch.set_num_threads(args.threads)
+    data = load_data(args.data)
+    base = base_model(args.base_model)
+    encoder = PieceEncoder(AutoTokenizer.from_pretrained(str(base.path)))
+    lora = load_config("cpu").lora
+    model = build_lora_model(base.path, lora, "bfloat16", 0, torch.device("cpu"))
+    label_head = LabelHead.from_encoder(encoder, data.vocabulary.names)
+    head = {"encoder": encoder, "tensors": HeadTensors.of(model, label_head, model.device)}
+    packed = pack(encoder, data.table, data.readouts, args.chunk)
+    single = encode_rows(encoder, data.table, data.readouts, one_per_row(data, 4000, 0))
+    tmp = Path(tempfile.mkdtemp())
+    print(f"[bench] {args.data or 'synthetic'}; threads {args.threads}; load {load_average()}")
+    a = measure(model, head, single, data, args, "one-prompt-per-sample", tmp)
+    b = measure(model, head, packed, data, args, "packed", tmp)
+    old = json.loads(BASELINE.read_text()) if BASELINE.exists() else None
+    tree = float(old["ours_samples_per_s"]) if old else None
     fig = Figures(
-        machine=f"{platform.machine()} {os.cpu_count()} cores",
-        load_average=os.getloadavg(),
-        threads=torch.get_num_threads(),
-        data=label,
-        batch_size=args.batch_size,
-        timed_steps=steps - 1,
-        load_before_baseline=round(load_baseline, 2),
-        load_before_ours=round(load_ours, 2),
-        mean_prompt_tokens=round(ours["prompt_tokens"], 1),
-        ours_samples_per_s=round(ours["samples_per_s"], 3),
-        baseline_samples_per_s=round(baseline["samples_per_s"], 3),
-        speedup=round(ours["samples_per_s"] / baseline["samples_per_s"], 2),
-        ours_padding_fraction=round(ours["padding_fraction"], 4),
-        baseline_padding_fraction=round(baseline["padding_fraction"], 4),
-        ours_tflop_per_step=round(ours["flop_per_step"] / 1e12, 3),
-        ours_achieved_tflops=round(ours["achieved_flops"] / 1e12, 4),
-        matmul_peak_tflops=round(peak / 1e12, 4),
-        fraction_of_peak=round(ours["achieved_flops"] / peak, 3),
+        machine=machine(),
+        load_average=load_average(),
+        threads=args.threads,
+        data=str(args.data or "synthetic"),
+        batch_tokens=args.batch_tokens,
+        chunk_events=args.chunk,
+        steps_timed=args.steps - 1,
+        packed_targets_per_s=round(b["targets_per_s"], 2),
+        packed_tokens_per_s=round(b["tokens_per_s"], 1),
+        packed_tokens_per_target=round(b["tokens_per_target"], 1),
+        single_targets_per_s=round(a["targets_per_s"], 2),
+        single_tokens_per_s=round(a["tokens_per_s"], 1),
+        single_tokens_per_target=round(a["tokens_per_target"], 1),
+        speedup_vs_single=round(b["targets_per_s"] / a["targets_per_s"], 2),
+        answer_tree_samples_per_s=tree,
+        speedup_vs_answer_tree=round(b["targets_per_s"] / tree, 2) if tree else None,
     )
     print(json.dumps(asdict(fig), indent=1))
-    if args.out:
+    if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "train_benchmark.json").write_text(json.dumps(asdict(fig), indent=1) + "\n")
         _plot(fig, args.out / "train_benchmark.png")
@@ -327,15 +212,15 @@ def _plot(fig: Figures, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    f, ax = plt.subplots(figsize=(5, 3.2))
-    bars = ax.bar(
-        ["ours", "transformers Trainer\n+ peft"],
-        [fig.ours_samples_per_s, fig.baseline_samples_per_s],
-        color=["C0", "C7"],
-    )
-    ax.bar_label(bars, fmt="%.2f")
-    ax.set_ylabel("training samples / s")
-    ax.set_title(f"SmolLM2 LoRA, batch {fig.batch_size}, {fig.threads} threads (x{fig.speedup})")
+    labels = ["answer tree\n(old trainer)", "one prompt\nper sample", "packed rows"]
+    values = [fig.answer_tree_samples_per_s or 0.0, fig.single_targets_per_s]
+    values.append(fig.packed_targets_per_s)
+    f, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(labels, values, color=["#999", "#69c", "#2a7"])
+    ax.set_ylabel("training targets / s")
+    ax.set_title(f"{fig.threads} threads, {fig.batch_tokens} tokens per step")
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")
     f.tight_layout()
     f.savefig(path, dpi=100)
     plt.close(f)

@@ -61,7 +61,7 @@ class ServiceMetrics:
         )
         self.label_mass = Histogram(
             "behaviorlm_label_mass",
-            "raw model probability of answering with a known behavior",
+            "model probability at the readout that the next token starts a known behavior",
             ["adapter"],
             buckets=_MASS_BUCKETS,
             registry=r,
@@ -72,6 +72,12 @@ class ServiceMetrics:
         self.unknown_history = Counter(
             "behaviorlm_unknown_history_behaviors",
             "history events whose behavior is not in the adapter's vocabulary",
+            ["adapter"],
+            registry=r,
+        )
+        self.untrained_candidates = Counter(
+            "behaviorlm_untrained_candidates",
+            "candidates scored by name alone (not in the adapter's vocabulary)",
             ["adapter"],
             registry=r,
         )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from behaviorlm.errors import BehaviorLMError
+from behaviorlm.errors import BehaviorLMError, InputError
 from behaviorlm.events import Event, check_sorted, normalize_behavior
 from behaviorlm.manifest import AdapterManifest
 from behaviorlm.prompt import render_prompt
@@ -55,6 +55,8 @@ class Prepared:
     score: ScoreRequest
     top_k: int
     unknown_history: int
+    history_used: int
+    untrained: frozenset[str] = frozenset()
     user_id: str | None = None
 
 
@@ -245,29 +247,52 @@ class Runtime:
         except BehaviorLMError as exc:
             raise ApiError(422, str(exc), field=f"{prefix}history") from exc
         now = req.now if req.now is not None else default_now(history)
+        # The prompt shows the last K events, as training and evaluation read them.
+        keep = served.manifest.history_events
+        if keep is not None:
+            history = history[-keep:]
         prompt = render_prompt(history, now, dict(req.now_context))
-        if req.candidates is None:
-            behaviors = tuple(e.name for e in served.manifest.vocabulary)
-        else:
-            behaviors = tuple(dict.fromkeys(normalize_behavior(c) for c in req.candidates))
-            unknown = [c for c in behaviors if c not in served.vocabulary]
-            if unknown:
-                shown = ", ".join(repr(u) for u in unknown[:10])
-                more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
-                raise ApiError(
-                    422,
-                    f"candidates not in adapter {served.name!r}'s vocabulary: {shown}{more}",
-                    type="unknown_candidate",
-                    field=f"{prefix}candidates",
-                )
+        behaviors, untrained = self._candidates(req, served, prefix)
         unknown_history = sum(1 for e in history if e.behavior not in served.vocabulary)
         return Prepared(
             served=served,
             score=ScoreRequest(prompt=prompt, behaviors=behaviors, adapter=served.key),
             top_k=req.top_k,
             unknown_history=unknown_history,
+            history_used=len(history),
+            untrained=untrained,
             user_id=req.user_id,
         )
+
+    def _candidates(
+        self, req: PredictRequest, served: Served, prefix: str
+    ) -> tuple[tuple[str, ...], frozenset[str]]:
+        """The behaviors to score and those of them outside the adapter's vocabulary."""
+        if req.candidates is None:
+            return tuple(e.name for e in served.manifest.vocabulary), frozenset()
+        behaviors = tuple(dict.fromkeys(normalize_behavior(c) for c in req.candidates))
+        where = f"{prefix}candidates"
+        blank = [i for i, c in enumerate(req.candidates) if not normalize_behavior(c)]
+        if blank:
+            raise ApiError(422, "candidate is blank", field=f"{where}[{blank[0]}]")
+        unknown = [c for c in behaviors if c not in served.vocabulary]
+        if unknown and not req.allow_new_behaviors:
+            shown = ", ".join(repr(u) for u in unknown[:10])
+            more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            raise ApiError(
+                422,
+                f"candidates not in adapter {served.name!r}'s vocabulary: {shown}{more}; set "
+                "allow_new_behaviors: true to score new behaviors by their names",
+                type="unknown_candidate",
+                field=where,
+            )
+        if unknown:
+            assert self.engine is not None
+            try:  # two names with the same label tokens cannot be told apart
+                self.engine.label_head(behaviors)
+            except InputError as exc:
+                raise ApiError(422, str(exc), type="unknown_candidate", field=where) from exc
+        return behaviors, frozenset(unknown)
 
     @contextlib.asynccontextmanager
     async def admit(self, n: int) -> AsyncIterator[None]:
@@ -315,6 +340,8 @@ class Runtime:
         self.metrics.label_mass.labels(adapter).observe(result.label_mass)
         if prepared.unknown_history:
             self.metrics.unknown_history.labels(adapter).inc(prepared.unknown_history)
+        if prepared.untrained:
+            self.metrics.untrained_candidates.labels(adapter).inc(len(prepared.untrained))
         return result
 
     def _score_locked(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:

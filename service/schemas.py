@@ -75,8 +75,14 @@ class PredictRequest(BaseModel):
         None,
         min_length=1,
         max_length=MAX_CANDIDATES,
-        description="restrict the answer to these behaviors (all must be in the adapter's "
-        "vocabulary); probabilities are renormalised over them",
+        description="restrict the answer to these behaviors; probabilities are renormalised "
+        "over them. They must be in the adapter's vocabulary unless allow_new_behaviors is true",
+    )
+    allow_new_behaviors: bool = Field(
+        False,
+        description="let candidates name behaviors outside the adapter's vocabulary (a new app "
+        "or skill): each is scored by its name alone, like the others, and marked "
+        "trained=false in the answer. Without it an unknown candidate is a 422 naming it",
     )
 
 
@@ -84,6 +90,9 @@ class Prediction(BaseModel):
     behavior: str
     probability: float = Field(ge=0, le=1)
     anchor: bool = Field(description="an anchor (frequent) behavior of the adapter's vocabulary")
+    trained: bool = Field(
+        description="in the adapter's vocabulary; false: a new behavior scored by its name alone"
+    )
 
 
 class PredictResult(BaseModel):
@@ -91,8 +100,9 @@ class PredictResult(BaseModel):
 
     predictions: list[Prediction]
     label_mass: float = Field(
-        description="raw model probability of answering with one of the behaviors (the whole "
-        "answer, summed over the vocabulary; low = the model did not expect any known behavior)"
+        description="the model's raw probability, at the readout, that the next token starts "
+        "the name of one of the behaviors (their first tokens, over the whole token vocabulary); "
+        "a drift signal: low = the model did not expect any known behavior"
     )
     model: str = Field(description="served adapter name")
     adapter_version: str
@@ -100,6 +110,10 @@ class PredictResult(BaseModel):
     base_model: str
     unknown_history_behaviors: int = Field(
         description="history events whose behavior is not in the adapter's vocabulary"
+    )
+    history_events_used: int = Field(
+        description="history events the prompt showed: the last ones, up to the adapter's "
+        "history length"
     )
     user_id: str | None = Field(None, description="the request's user_id, when it had one")
 
@@ -166,6 +180,8 @@ class ModelInfo(BaseModel):
     strategy: str
     base_model: str
     prompt_version: str
+    scoring_format: int
+    history_events: int | None
     created_at: datetime
     anchor_share: float
     vocabulary: list[VocabularyItem]

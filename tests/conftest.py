@@ -49,6 +49,7 @@ def tiny_adapters(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> 
     specs = []
     for i in range(2):
         path = tmp_path_factory.mktemp(f"adapter{i}")
-        manifest = make_random_adapter(tiny_model, path, seed=i, name=f"a{i}")
+        # history window 6: the service renders the last 6 events of a request
+        manifest = make_random_adapter(tiny_model, path, seed=i, name=f"a{i}", history_events=6)
         specs.append(AdapterSpec(name=f"a{i}", path=path, manifest=manifest))
     return specs

@@ -8,21 +8,19 @@ from pathlib import Path
 
 from training.config import STRATEGIES
 
-EPILOG = """\
-overrides (key=value, dotted keys, YAML values), e.g.:
-  stage1.steps=100 stage1.kl_weight=0 subset.per_class_max=50 lora.r=16 threads=1
-  lora.target_modules=[q_proj,k_proj,v_proj,o_proj]
-sections: seed dtype threads checkpoint_every log_every length_pool
-  lora.{r,alpha,dropout,target_modules}
-  stage1|stage2|baseline.{steps,batch_size,lr,lr_end_ratio,warmup_steps,weight_decay,
-                          max_grad_norm,kl_weight}
-  difficulty.{per_class,max_samples,batch_size}
-  subset.{per_class_max,hard_fraction,natural_fraction}
-(see training/config.py and docs/training.md for what each does)
 
-multi-GPU / multi-node: torchrun --nproc_per_node=N -m training.cli ... (or accelerate launch);
-batch_size is the global batch, split across processes.
-"""
+def epilog() -> str:
+    from training.config import config_sections
+
+    return (
+        "overrides (key=value, dotted keys, YAML values), e.g.:\n"
+        "  stage1.steps=100 stage1.kl_weight=0 subset.per_class_max=50 lora.r=16 threads=1\n"
+        "  lora.target_modules=[q_proj,k_proj,v_proj,o_proj]\n"
+        "keys (training/config.py and docs/training.md say what each does):\n"
+        + "\n".join(f"  {line}" for line in config_sections())
+        + "\n\nmulti-GPU / multi-node: torchrun --nproc_per_node=N -m training.cli ... (or "
+        "accelerate launch);\nbatch_tokens is the global batch, its rows split across processes.\n"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "subset at random. Each stage saves a peft adapter with manifest.json and "
             "config.yaml under --out."
         ),
-        epilog=EPILOG,
+        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
@@ -89,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="RUN",
         help="strategy behaviorlm: start from the finished stage 1 and difficulty scores of run "
-        "directory RUN (same seed, dtype, lora, stage1, difficulty and subset.per_class_max), "
+        "directory RUN (same seed, dtype, lora, stage1, difficulty, chunk_events, length_pool), "
         "so stage 2 can be retried with other stage2.* / subset.* settings in a new --out",
     )
     parser.add_argument(
@@ -131,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     from behaviorlm.errors import BehaviorLMError
 
     parser = argparse.ArgumentParser(
-        prog="behaviorlm train", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="behaviorlm train",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     args = parser.parse_args(argv)

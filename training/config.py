@@ -62,18 +62,20 @@ class StageSettings:
     """One optimisation stage (stage 1, stage 2, or the single stage of sft / balanced)."""
 
     steps: int = 300  # optimizer steps
-    batch_size: int = 8  # samples per optimizer step
+    # Padded tokens per optimizer step (rows x longest row of the batch); every readout in the
+    # batch's rows is a target, so a step trains on ~batch_tokens / tokens-per-event targets.
+    batch_tokens: int = 4096
     lr: float = 1e-3  # peak AdamW learning rate (after warmup; linear decay to lr_end_ratio)
     lr_end_ratio: float = 0.1  # final lr as a fraction of lr
     warmup_steps: int = 10  # linear warmup from 0
     weight_decay: float = 0.0  # AdamW weight decay on the LoRA matrices
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
-    # Knowledge preservation: weight of KL(base || adapted) over the first tokens of the
-    # non-target behaviors at the answer's first position (see docs/training.md). 0 = off.
+    # Knowledge preservation: weight of KL(base || adapted) over the label-word distribution of
+    # the non-target behaviors at each readout (see docs/training.md). 0 = off.
     kl_weight: float = 0.0
 
     def check(self, where: str) -> None:
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
+        positive = {"steps": self.steps, "batch_tokens": self.batch_tokens, "lr": self.lr}
         for name, value in positive.items():
             if value <= 0:
                 raise _fail(f"{where}.{name}", value, "must be > 0")
@@ -92,29 +94,28 @@ class StageSettings:
 
 @dataclass(frozen=True)
 class DifficultySettings:
-    """Difficulty scoring with the stage-1 adapter: difficulty = 1 - p(true behavior)."""
+    """Difficulty of every training target under the stage-1 adapter: 1 - p(true behavior),
+    from one no-grad pass over the packed rows."""
 
-    per_class: int = 400  # candidates scored per behavior (all of a behavior's samples if fewer)
-    max_samples: int = 6000  # cap on samples scored in total (per_class shrinks to fit)
-    batch_size: int = 32  # prompts per scoring batch
+    batch_tokens: int = 16384  # padded tokens per scoring forward
 
     def check(self, where: str) -> None:
-        for name in ("per_class", "max_samples", "batch_size"):
-            value = getattr(self, name)
-            if value < 1:
-                raise _fail(f"{where}.{name}", value, "must be >= 1")
+        if self.batch_tokens < 1:
+            raise _fail(f"{where}.batch_tokens", self.batch_tokens, "must be >= 1")
 
 
 @dataclass(frozen=True)
 class SubsetSettings:
-    """The class-balanced subset of stage 2 (and of the ``balanced`` strategy)."""
+    """The class-balanced subset of stage 2 (and of the ``balanced`` strategy), as per-readout
+    loss weights (training/sampling.py)."""
 
-    per_class_max: int = 200  # M: samples per behavior (all of them where a behavior has fewer)
+    # M: readouts' worth of weight per behavior (a behavior with fewer keeps all of its own).
+    per_class_max: int = 200
     # Share of each behavior's M taken hardest-first (difficulty ranked WITHIN the behavior);
     # the rest are random, so easy samples (and the anchors) are not forgotten.
     hard_fraction: float = 0.5
-    # Share of the stage's samples drawn from the NATURAL distribution (uniformly from all
-    # training samples), added to the balanced subset: anchor replay. At a small step budget a
+    # Share of the stage's weight that follows the NATURAL distribution (uniform over all
+    # training readouts), added to the balanced subset: anchor replay. At a small step budget a
     # purely balanced stage 2 moves the prior to the tail and collapses the anchors (measured on
     # Context Trails: anchor HR@5 0.60 after stage 1 -> 0.26); 0 = the balanced subset alone.
     natural_fraction: float = 0.0
@@ -138,8 +139,11 @@ class TrainConfig:
     checkpoint_every: int = 50  # optimizer steps between checkpoints (0 = never)
     log_every: int = 10  # optimizer steps between loss log lines
     # Batches are drawn in pools of this many batches, sorted by length within the pool and cut
-    # into batches, so each batch holds sequences of (nearly) the same length: no padding waste.
+    # into batches, so each batch holds rows of (nearly) the same length: little padding.
     length_pool: int = 16
+    # Most events per packed row (one user's consecutive events; every target in it is read).
+    # Rows of a long history overlap by the dataset's K events so every target keeps >= K.
+    chunk_events: int = 32
     lora: LoraSettings = field(default_factory=LoraSettings)
     stage1: StageSettings = field(default_factory=lambda: StageSettings(kl_weight=1.0))
     difficulty: DifficultySettings = field(default_factory=DifficultySettings)
@@ -154,7 +158,7 @@ class TrainConfig:
         for name in ("threads", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise _fail(name, getattr(self, name), "must be >= 0")
-        for name in ("log_every", "length_pool"):
+        for name in ("log_every", "length_pool", "chunk_events"):
             if getattr(self, name) < 1:
                 raise _fail(name, getattr(self, name), "must be >= 1")
         self.lora.check("lora")
@@ -169,6 +173,21 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def config_sections() -> list[str]:
+    """The config keys, one line per section (the ``behaviorlm train --help`` epilog)."""
+    hints = typing.get_type_hints(TrainConfig)
+    top: list[str] = []
+    lines: list[str] = []
+    for f in dataclasses.fields(TrainConfig):
+        sub = hints[f.name]
+        if dataclasses.is_dataclass(sub):
+            names = ",".join(g.name for g in dataclasses.fields(sub))
+            lines.append(f"{f.name}.{{{names}}}")
+        else:
+            top.append(f.name)
+    return [" ".join(top), *lines]
 
 
 def _plain(value: Any) -> Any:

@@ -1,46 +1,59 @@
-"""The training losses: answer-token cross-entropy and the knowledge-preservation KL term.
+"""The training losses on the label-word head: weighted cross-entropy over behaviors at the
+readouts, and the knowledge-preservation KL term.
 
-Knowledge preservation (stage 1). At the answer's first position the model chooses among the
-vocabulary's first answer tokens (the answer trie's root children). Stage 1 trains on anchor
-targets only, which would teach the model that only anchors exist. The KL term keeps the
-adapted model's distribution over the first tokens of the *non-target* behaviors (the root
-children minus the target's own first token, renormalised) close to the frozen base model's
-distribution there: KL(base || adapted). The target's own token is excluded, so the term does
-not fight the cross-entropy; it only preserves how the base model ranks the other behaviors.
+Cross-entropy: at each readout the head's scores (``behaviorlm.labels``: mean logit of a
+name's tokens) are a distribution over the vocabulary's behaviors; the loss is its
+cross-entropy with the true behavior, times the readout's weight (the stage's selection: 0/1
+for stage 1's anchors, class-balancing inclusion weights for stage 2), summed and divided by
+the batch's readouts. Weights have mean 1 over a stage's readouts, so a step's loss is an
+unbiased estimate of the selected subset's mean loss with every readout in every forward.
+
+Knowledge preservation (stage 1): stage 1 trains on anchor targets only, which would teach the
+model that only anchors exist. The KL term keeps the adapted model's distribution over the
+*non-target* behaviors (all but the readout's true one, renormalised) close to the frozen base
+model's at the same readout: KL(base || adapted). The target is excluded, so the term does not
+fight the cross-entropy; it preserves how the base model ranks every other behavior, tails
+included (the zero-shot base model copies names from the history: that is the tail ability).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from training.batching import Batch, pad_safe_mask
+from behaviorlm.labels import LabelHead
+from behaviorlm.scoring.readout import head_rows, hidden_states, label_scores
+from training.batching import Batch
 
 
-def forward_answer_logits(model: Any, batch: Batch) -> Any:
-    """Logits [B, A, V] at the positions that predict the (right-aligned) answer tokens."""
-    import torch
+@dataclass(frozen=True)
+class HeadTensors:
+    """The label-word head on a device: output-head rows of the label tokens, averaging matrix."""
 
+    weight: Any  # [U, d]
+    bias: Any | None  # [U]
+    matrix: Any  # [behaviors, U] fp32
+
+    @classmethod
+    def of(cls, model: Any, head: LabelHead, device: Any) -> HeadTensors:
+        import torch
+
+        union = torch.as_tensor(head.union, device=device)
+        weight, bias = head_rows(model, union)
+        return cls(weight, bias, torch.as_tensor(head.matrix, dtype=torch.float32, device=device))
+
+
+def readout_scores(model: Any, batch: Batch, head: HeadTensors) -> Any:
+    """[N, behaviors] fp32 scores at the batch's readouts (LoRA in low precision on bf16; the
+    head itself in fp32 outside autocast, as the engines compute it)."""
     inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
     dtype = inner.get_input_embeddings().weight.dtype
-    mask = batch.attention_mask
-    if mask is not None:
-        mask = pad_safe_mask(mask, dtype)
-    # Positions as an index tensor, not ``logits_to_keep=width``: the int form slices the hidden
-    # states into a non-contiguous view, and a linear layer on that becomes a batched matmul
-    # with the [vocab x hidden] weight copied once per row (measured: a quarter of a CPU step).
-    length = batch.input_ids.shape[1]
-    keep = torch.arange(length - batch.answer_width, length, device=batch.input_ids.device)
     with _low_precision_lora(inner, dtype, batch.input_ids.device):
-        out = model(
-            input_ids=batch.input_ids,
-            attention_mask=mask,
-            position_ids=batch.position_ids,
-            logits_to_keep=keep,
-            use_cache=False,
-        )
-    return out.logits
+        hidden = hidden_states(model, batch.input_ids)
+        rows = hidden[batch.readout_row, batch.readout_col]
+    return label_scores(rows, head.weight, head.bias, head.matrix)
 
 
 @contextmanager
@@ -63,39 +76,21 @@ def _low_precision_lora(model: Any, dtype: Any, device: Any) -> Iterator[None]:
         yield
 
 
-def answer_nll(logits: Any, batch: Batch) -> Any:
-    """Mean cross-entropy per answer token (full-vocabulary softmax, as the model generates)."""
+def weighted_ce(scores: Any, batch: Batch, denominator: float) -> Any:
+    """Sum of weight x cross-entropy over the readouts, divided by ``denominator``."""
     import torch
 
-    return torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        batch.labels.reshape(-1),
-        ignore_index=-100,
-        reduction="mean",
-    )
+    ce = torch.nn.functional.cross_entropy(scores, batch.labels, reduction="none")
+    return (batch.weights * ce).sum() / denominator
 
 
-def first_position_logits(logits: Any, batch: Batch, root_children: Any) -> Any:
-    """[B, R] logits of the trie's root children at each row's first answer position."""
+def non_target_kl(scores: Any, base_scores: Any, batch: Batch, denominator: float) -> Any:
+    """Weighted KL(base || adapted) over the behaviors other than each readout's target."""
     import torch
 
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    first = logits[rows, batch.first_answer]  # [B, V]
-    return first.float().index_select(-1, root_children)
-
-
-def non_target_kl(adapted_root: Any, base_root: Any, first_token: Any, root_children: Any) -> Any:
-    """Mean over rows of KL(base || adapted) over the root children other than the target's.
-
-    Both distributions are renormalised over the same non-target set. Rows whose target's
-    first token is the only root child contribute 0.
-    """
-    import torch
-
-    keep = root_children.unsqueeze(0) != first_token.unsqueeze(1)  # [B, R]
+    target = torch.nn.functional.one_hot(batch.labels, scores.shape[-1]).bool()
     neg = torch.finfo(torch.float32).min
-    log_q = torch.log_softmax(adapted_root.masked_fill(~keep, neg), dim=-1)
-    log_p = torch.log_softmax(base_root.masked_fill(~keep, neg), dim=-1)
-    p = log_p.exp() * keep
-    kl = (p * (log_p - log_q)).masked_fill(~keep, 0.0).sum(dim=-1)
-    return kl.mean()
+    log_q = torch.log_softmax(scores.masked_fill(target, neg), dim=-1)
+    log_p = torch.log_softmax(base_scores.masked_fill(target, neg), dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).masked_fill(target, 0.0).sum(dim=-1)
+    return (batch.weights * kl).sum() / denominator

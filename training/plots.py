@@ -8,7 +8,7 @@ import numpy as np
 
 
 def plot_stage_log(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """Answer-token NLL per step with a moving average, and the KL term when it is on."""
+    """Readout cross-entropy per step with a moving average, and the KL term when it is on."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +22,7 @@ def plot_stage_log(history: list[dict[str, float]], path: Path, title: str) -> N
     window = max(1, len(nll) // 20)
     smooth = np.convolve(nll, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, nll, alpha=0.3, label="answer NLL / token")
+    ax.plot(steps, nll, alpha=0.3, label="cross-entropy over behaviors (weighted)")
     ax.plot(steps[window - 1 :], smooth, label=f"moving mean ({window})")
     if np.any(kl > 0):
         ax.plot(steps, kl, alpha=0.6, label="KL(base || adapted), non-target")

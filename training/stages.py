@@ -1,10 +1,14 @@
-"""Strategies: which stages run on which samples, and what each stage leaves on disk.
+"""Strategies: which stages run on which readouts, and what each stage leaves on disk.
 
-- ``behaviorlm``: stage 1 on anchor targets (with the KL knowledge-preservation term),
-  difficulty scoring with the stage-1 adapter, stage 2 continuing the same adapter on a
-  class-balanced, difficulty-aware subset of all behaviors.
-- ``sft``: one stage on all samples, uniform.
-- ``balanced``: one stage on the class-balanced subset, drawn at random (no difficulty).
+Every strategy trains on the same packed rows of the train split (``training/packing.py``: one
+user's consecutive events per row, every target a readout); a stage is a weight per readout
+(``training/sampling.py``):
+
+- ``behaviorlm``: stage 1 on anchor-target readouts (with the KL knowledge-preservation term),
+  difficulty of EVERY training target with the stage-1 adapter (one pass), stage 2 continuing
+  the same adapter on a class-balanced, difficulty-aware weighting of all behaviors (+ replay).
+- ``sft``: one stage, every readout weight 1.
+- ``balanced``: one stage on the class-balanced weighting without difficulty (+ replay).
 
 Output: ``<out>/<stage>/`` per stage (peft adapter, ``manifest.json``, ``config.yaml``,
 ``train_log.json``, ``loss.png``), ``<out>/difficulty.parquet`` (+ ``difficulty.png``),
@@ -31,21 +35,19 @@ import yaml
 
 from behaviorlm.base_model import BaseModel
 from behaviorlm.errors import InputError
-from behaviorlm.events import Sample
+from behaviorlm.labels import LabelHead
 from behaviorlm.manifest import AdapterManifest
-from behaviorlm.trie import AnswerTrie, encode_answer
+from behaviorlm.prompt import PieceEncoder
 from behaviorlm.vocabulary import Vocabulary
-from training.batching import Example, draw_order, encode_examples, length_grouped_batches
+from training.batching import plan_batches
 from training.checkpoint import checkpoint_path
 from training.config import StageSettings, Strategy, TrainConfig
-from training.difficulty import DIFFICULTY_FILE, load_or_score_difficulty
+from training.data.dataset import EventTable
+from training.difficulty import DIFFICULTY_FILE, load_difficulty, save_difficulty, score_difficulty
+from training.losses import HeadTensors
+from training.packing import PackedRows, Readouts, describe, pack
 from training.plots import plot_stage_log
-from training.sampling import (
-    SubsetReport,
-    add_natural_replay,
-    anchor_subset,
-    balanced_subset,
-)
+from training.sampling import SubsetReport, anchor_weights, balanced_weights
 from training.trainer import DistInfo, StageRun, build_lora_model, pick_device, run_stage
 
 log = logging.getLogger(__name__)
@@ -56,43 +58,60 @@ STAGE_SEEDS = {"stage1": 1, "stage2": 2, "sft": 3, "balanced": 4}
 
 @dataclass
 class TrainingData:
-    """The training split and its vocabulary (from a prepared dataset, or built in code)."""
+    """The training targets of a prepared dataset: its events, the train split's targets as
+    readouts (vocabulary indices) and the vocabulary."""
 
     vocabulary: Vocabulary
-    samples: Sequence[Sample]
-    targets: list[str]
+    table: EventTable
+    readouts: Readouts
+    history_len: int
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.samples) != len(self.targets):
-            raise InputError("training data: samples and targets differ in length")
-        unknown = sorted({t for t in self.targets if t not in self.vocabulary})
-        if unknown:
-            raise InputError(
-                f"training data: {len(unknown)} target(s) not in the vocabulary, e.g. "
-                f"{unknown[:5]}; prepare the dataset again"
-            )
-        if not self.targets:
+        if len(self.readouts) == 0:
             raise InputError("training data: the train split has no samples")
+        if int(self.readouts.labels.max()) >= len(self.vocabulary):
+            raise InputError("training data: a target is not in the vocabulary; prepare again")
 
     @classmethod
     def from_prepared(cls, root: Path | str) -> TrainingData:
         from training.data.dataset import PreparedDataset
 
         ds = PreparedDataset.load(root)
+        rows, starts, targets = ds.split_arrays("train")
+        unknown = sorted({str(t) for t in targets} - set(ds.vocabulary.names))
+        if unknown:
+            raise InputError(
+                f"{root}: {len(unknown)} train target(s) not in the vocabulary, e.g. "
+                f"{unknown[:5]}; prepare the dataset again"
+            )
+        labels = np.asarray([ds.vocabulary.index[str(t)] for t in targets], dtype=np.int64)
         info = {
             "path": str(Path(root).resolve()),
             "name": ds.name,
-            "train_samples": ds.num_samples("train"),
+            "train_samples": len(labels),
             "prepare": ds.info,
         }
-        return cls(ds.vocabulary, ds.samples("train"), ds.targets("train"), info)
+        return cls(ds.vocabulary, ds.table, Readouts(rows, starts, labels), ds.history_len, info)
 
-    def take(self, indices: Sequence[int]) -> list[Sample]:
-        take = getattr(self.samples, "take", None)
-        if take is not None:
-            return list(take(list(indices)))
-        return [self.samples[i] for i in indices]
+    @property
+    def targets(self) -> list[str]:
+        names = self.vocabulary.names
+        return [names[i] for i in self.readouts.labels.tolist()]
+
+    def subset(self, indices: Sequence[int], vocabulary: Vocabulary, **info: Any) -> TrainingData:
+        """These targets only (the others stay in the rows as history), relabelled for
+        ``vocabulary`` (which must hold every kept target); ``info`` is added to the info."""
+        kept = self.readouts.take(indices)
+        names = np.asarray(self.vocabulary.names, dtype=object)[kept.labels]
+        labels = np.asarray([vocabulary.index[str(n)] for n in names], dtype=np.int64)
+        return TrainingData(
+            vocabulary,
+            self.table,
+            Readouts(kept.rows, kept.starts, labels),
+            self.history_len,
+            {**self.info, "train_samples": len(labels), **info},
+        )
 
 
 @dataclass
@@ -106,21 +125,20 @@ class RunContext:
     base: BaseModel
     config: TrainConfig
     resume: bool
-    tokenizer: Any
-    model: Any
-    codes: list[tuple[int, ...]]
-    trie: AnswerTrie
-    root_children: Any
     dist: DistInfo
     device: Any
+    model: Any
+    encoder: PieceEncoder
+    rows: PackedRows
+    head: HeadTensors
 
 
 @dataclass
 class RunResult:
     adapters: dict[str, Path]  # stage name -> adapter directory, in training order
     model: Any  # the peft model holding the last stage's adapter (tests, benchmarks)
-    tokenizer: Any
-    trie: AnswerTrie
+    encoder: PieceEncoder
+    rows: dict[str, Any]  # sizes of the packed rows
 
 
 def train(
@@ -136,34 +154,18 @@ def train(
     ctx = _setup(strategy, data, base, config, out, run_name or out.name, resume)
     t0 = time.perf_counter()
     done: dict[str, Path] = {}
-    targets = data.targets
+    labels = data.readouts.labels
     if strategy == "behaviorlm":
         done["stage1"] = _stage(
-            ctx, "stage1", config.stage1, anchor_subset(targets, data.vocabulary), {}
+            ctx, "stage1", config.stage1, anchor_weights(labels, data.vocabulary), None
         )
-        difficulty = load_or_score_difficulty(
-            ctx.out, ctx.model, ctx.tokenizer, data, ctx.trie, config, ctx.dist
-        )
-        subset, report = _balanced_with_replay(targets, config, difficulty)
-        wanted = round(config.subset.hard_fraction * config.subset.per_class_max)
-        short = [
-            c
-            for c, n in report.hard.items()
-            if n < wanted and report.per_class[c] == config.subset.per_class_max
-        ]
-        if short:
-            log.warning(
-                "stage2: %d behaviors got fewer than %d hard samples (only that many "
-                "were scored; raise difficulty.per_class / max_samples)",
-                len(short),
-                wanted,
-            )
-        done["stage2"] = _stage(ctx, "stage2", config.stage2, subset, report.to_json())
+        weights, report = _balanced(ctx, _difficulty(ctx))
+        done["stage2"] = _stage(ctx, "stage2", config.stage2, weights, report)
     elif strategy == "sft":
-        done["sft"] = _stage(ctx, "sft", config.baseline, list(range(len(targets))), {})
+        done["sft"] = _stage(ctx, "sft", config.baseline, np.ones(len(labels)), None)
     elif strategy == "balanced":
-        subset, report = _balanced_with_replay(targets, config, None)
-        done["balanced"] = _stage(ctx, "balanced", config.baseline, subset, report.to_json())
+        weights, report = _balanced(ctx, None)
+        done["balanced"] = _stage(ctx, "balanced", config.baseline, weights, report)
     else:
         raise InputError(f"--strategy {strategy}: unknown; use behaviorlm, sft or balanced")
     if ctx.dist.main:
@@ -174,25 +176,45 @@ def train(
             time.perf_counter() - t0,
             ", ".join(str(p) for p in done.values()),
         )
-    return RunResult(done, ctx.model, ctx.tokenizer, ctx.trie)
+    return RunResult(done, ctx.model, ctx.encoder, describe(ctx.rows))
 
 
-def _balanced_with_replay(
-    targets: Sequence[str], config: TrainConfig, difficulty: dict[int, float] | None
-) -> tuple[list[int], SubsetReport]:
-    """The class-balanced subset (hardest-first when ``difficulty`` is given, else random)
-    plus the natural-distribution replay: stage 2's samples, and the ``balanced`` strategy's."""
-    settings = config.subset
-    subset, report = balanced_subset(
-        targets,
+def _balanced(ctx: RunContext, difficulty: np.ndarray | None) -> tuple[np.ndarray, SubsetReport]:
+    """The class-balanced weighting (hardest-first when ``difficulty`` is given, else even)
+    plus natural replay: stage 2's readout weights, and the ``balanced`` strategy's."""
+    settings = ctx.config.subset
+    return balanced_weights(
+        ctx.data.readouts.labels,
+        ctx.data.vocabulary.names,
         settings.per_class_max,
         settings.hard_fraction if difficulty is not None else 0.0,
         difficulty,
-        np.random.default_rng([config.seed, 20]),
+        settings.natural_fraction,
     )
-    rng = np.random.default_rng([config.seed, 21])
-    subset = add_natural_replay(subset, len(targets), settings.natural_fraction, rng, report)
-    return subset, report
+
+
+def _difficulty(ctx: RunContext) -> np.ndarray:
+    """Difficulty of every training target under the stage-1 adapter (saved, reused)."""
+    path = ctx.out / DIFFICULTY_FILE
+    n = len(ctx.data.readouts)
+    if path.exists():
+        return load_difficulty(path, n)
+    log.info("difficulty: scoring all %d training targets with the stage-1 adapter", n)
+    # Every rank scores the rows itself: same result, no gather needed.
+    frame = score_difficulty(
+        ctx.model,
+        ctx.rows,
+        ctx.data.readouts.labels,
+        ctx.head,
+        ctx.data.vocabulary,
+        ctx.config.difficulty.batch_tokens,
+        _pad_id(ctx.encoder),
+        ctx.device,
+    )
+    if ctx.dist.main:
+        save_difficulty(frame, path, ctx.data.vocabulary)
+    ctx.dist.barrier()
+    return frame["difficulty"].to_numpy(dtype=np.float64)
 
 
 def _setup(
@@ -225,11 +247,16 @@ def _setup(
             kept = json.loads((out / RUN_FILE).read_text()).get("stage1_from")
             if kept:
                 run_info["stage1_from"] = kept
-        (out / RUN_FILE).write_text(json.dumps(run_info, indent=1, default=str) + "\n")
     device = pick_device(dist)
-    tokenizer = AutoTokenizer.from_pretrained(str(base.path))
-    codes = [encode_answer(tokenizer, n) for n in data.vocabulary.names]
-    trie = AnswerTrie.build(list(data.vocabulary.names), codes)
+    encoder = PieceEncoder(AutoTokenizer.from_pretrained(str(base.path)))
+    started = time.perf_counter()
+    rows = pack(encoder, data.table, data.readouts, config.chunk_events)
+    sizes = describe(rows)
+    log.info("packed rows: %s (%.1f s)", json.dumps(sizes), time.perf_counter() - started)
+    if dist.main:
+        run_info["rows"] = sizes
+        (out / RUN_FILE).write_text(json.dumps(run_info, indent=1, default=str) + "\n")
+    head = LabelHead.from_encoder(encoder, data.vocabulary.names)
     model = build_lora_model(base.path, config.lora, config.dtype, config.seed, device)
     return RunContext(
         out=out,
@@ -239,13 +266,12 @@ def _setup(
         base=base,
         config=config,
         resume=resume,
-        tokenizer=tokenizer,
-        model=model,
-        codes=codes,
-        trie=trie,
-        root_children=torch.tensor(trie.root_children, dtype=torch.long),
         dist=dist,
         device=device,
+        model=model,
+        encoder=encoder,
+        rows=rows,
+        head=HeadTensors.of(model, head, device),
     )
 
 
@@ -277,8 +303,8 @@ def _stage(
     ctx: RunContext,
     name: str,
     settings: StageSettings,
-    subset: Sequence[int],
-    subset_report: dict[str, Any],
+    weights: np.ndarray,
+    report: SubsetReport | None,
 ) -> Path:
     """Train one stage (or, on resume, load its finished adapter) and save its adapter."""
     from peft import set_peft_model_state_dict
@@ -286,59 +312,58 @@ def _stage(
 
     stage_dir = ctx.out / name
     if ctx.resume and (stage_dir / "manifest.json").exists():
-        weights = load_file(str(stage_dir / "adapter_model.safetensors"))
-        set_peft_model_state_dict(ctx.model, weights)
+        saved = load_file(str(stage_dir / "adapter_model.safetensors"))
+        set_peft_model_state_dict(ctx.model, saved)
         log.info("%s: already finished in %s, loaded its adapter", name, stage_dir)
         return stage_dir
-    if not subset:
-        raise InputError(f"{name}: no training samples for this stage (e.g. no anchors)")
+    eligible = np.asarray(
+        [r for r, idx in enumerate(ctx.rows.readouts) if (weights[idx] > 0).any()], np.int64
+    )
+    if len(eligible) == 0:
+        raise InputError(f"{name}: no training targets for this stage (e.g. no anchors)")
     rng = np.random.default_rng([ctx.config.seed, STAGE_SEEDS[name]])
-    order = draw_order(subset, settings.steps * settings.batch_size, rng)
-    examples = _encode(ctx, sorted(set(order.tolist())))
-    lengths = {i: ex.length for i, ex in examples.items()}
-    batches = length_grouped_batches(
-        order, lengths, settings.batch_size, ctx.config.length_pool, rng
+    batches = plan_batches(
+        ctx.rows.lengths,
+        eligible,
+        settings.batch_tokens,
+        ctx.config.length_pool,
+        settings.steps,
+        rng,
     )
     t0 = time.perf_counter()
     history = run_stage(
         ctx.model,
         StageRun(
-            name,
-            settings,
-            batches,
-            examples,
-            checkpoint_path(ctx.out, name),
-            ctx.config.seed + STAGE_SEEDS[name],
+            name=name,
+            settings=settings,
+            batches=batches,
+            rows=ctx.rows,
+            labels=ctx.data.readouts.labels,
+            weights=weights,
+            head=ctx.head,
+            checkpoint=checkpoint_path(ctx.out, name),
+            seed=ctx.config.seed + STAGE_SEEDS[name],
+            pad_id=_pad_id(ctx.encoder),
         ),
         ctx.config,
-        ctx.root_children,
-        _pad_id(ctx.tokenizer),
         ctx.dist,
         ctx.device,
         ctx.resume,
     )
     seconds = time.perf_counter() - t0
     if ctx.dist.main:
-        _save_stage(ctx, name, stage_dir, settings, history, seconds, subset, subset_report)
+        selection = {
+            "stage_readouts": int((weights > 0).sum()),
+            "stage_rows": len(eligible),
+            "subset": report.to_json() if report is not None else {},
+        }
+        _save_stage(ctx, name, stage_dir, settings, history, seconds, selection)
     ctx.dist.barrier()
     return stage_dir
 
 
-def _encode(ctx: RunContext, indices: list[int]) -> dict[int, Example]:
-    names = ctx.data.vocabulary.names
-    codes = dict(zip(names, ctx.codes, strict=True))
-    examples: dict[int, Example] = {}
-    chunk = 4096  # bounded memory: Samples are built lazily by the prepared dataset
-    for start in range(0, len(indices), chunk):
-        part = indices[start : start + chunk]
-        encoded = encode_examples(
-            ctx.tokenizer, ctx.data.take(part), codes, ctx.data.vocabulary.index
-        )
-        examples.update(zip(part, encoded, strict=True))
-    return examples
-
-
-def _pad_id(tokenizer: Any) -> int:
+def _pad_id(encoder: PieceEncoder) -> int:
+    tokenizer: Any = encoder.tokenizer
     pad = tokenizer.pad_token_id
     return int(pad if pad is not None else tokenizer.eos_token_id)
 
@@ -350,8 +375,7 @@ def _save_stage(
     settings: StageSettings,
     history: list[dict[str, float]],
     seconds: float,
-    subset: Sequence[int],
-    subset_report: dict[str, Any],
+    selection: dict[str, Any],
 ) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
     (stage_dir / "manifest.json").unlink(missing_ok=True)
@@ -363,14 +387,16 @@ def _save_stage(
     version = f"{name}-{hashlib.sha256(weights).hexdigest()[:12]}"
     metrics = stage_metrics(history, seconds)
     lora = ctx.config.lora
+    vocab = ctx.data.vocabulary
     manifest = AdapterManifest.for_vocabulary(
-        ctx.data.vocabulary,
-        ctx.codes,
+        vocab,
+        [ctx.encoder.label_tokens(n) for n in vocab.names],
         name=ctx.run_name,
         version=version,
         stage=name,
         strategy=ctx.strategy,
         base_model=ctx.base.ref,
+        history_events=ctx.data.history_len,
         lora={
             "r": lora.r,
             "alpha": lora.alpha,
@@ -379,7 +405,7 @@ def _save_stage(
         },
         training_config={"stage": name, "settings": settings.__dict__, **ctx.config.to_dict()},
         metrics=metrics,
-        data={**ctx.data.info, "stage_samples": len(subset), "subset": subset_report},
+        data={**ctx.data.info, "rows": describe(ctx.rows), **selection},
     )
     manifest.save(stage_dir)  # last: its presence marks the stage finished
     log.info("%s: saved %s (%s)", name, stage_dir, json.dumps(metrics))
@@ -394,16 +420,19 @@ def stage_metrics(history: list[dict[str, float]], seconds: float) -> dict[str, 
     mean = lambda rows, key: float(  # noqa: E731
         np.mean([r[key] for r in rows if not r.get("skipped")] or [math.nan])
     )
-    samples = sum(r["samples"] for r in history)
+    readouts = sum(r["readouts"] for r in history)
     busy = sum(r["seconds"] for r in history)
     return {
         "steps": len(history),
         "train_nll_first": mean(history[:k], "nll"),
         "train_nll_last": mean(history[-k:], "nll"),
         "train_kl_last": mean(history[-k:], "kl"),
-        "samples": samples,
+        "targets": readouts,
+        "weighted_targets": round(sum(r["weighted_targets"] for r in history), 1),
+        "rows": sum(r["rows"] for r in history),
         "wall_seconds": round(seconds, 1),
-        "samples_per_second": samples / busy if busy else 0.0,
+        "targets_per_second": readouts / busy if busy else 0.0,
+        "tokens_per_second": sum(r["tokens"] for r in history) / busy if busy else 0.0,
         "padding_fraction": sum(r["padding"] for r in history)
         / max(1, sum(r["tokens"] + r["padding"] for r in history)),
         "skipped_steps": int(sum(r.get("skipped", 0) for r in history)),
@@ -411,14 +440,15 @@ def stage_metrics(history: list[dict[str, float]], seconds: float) -> dict[str, 
 
 
 # What stage 1 and the difficulty scores depend on: a run may reuse another's only if these
-# agree (difficulty candidates are drawn among behaviors above subset.per_class_max).
+# agree (the rows and their schedule depend on chunk_events and length_pool).
 STAGE1_KEYS: tuple[str, ...] = (
     "seed",
     "dtype",
     "lora",
     "stage1",
     "difficulty",
-    "subset.per_class_max",
+    "chunk_events",
+    "length_pool",
 )
 
 
@@ -428,6 +458,7 @@ def reuse_stage1(
     config: TrainConfig,
     data: TrainingData,
     subset: Sequence[int] | None = None,
+    source_samples: int | None = None,
 ) -> None:
     """Start run ``out`` from the finished stage 1 (and difficulty scores) of run ``source``.
 
@@ -435,10 +466,13 @@ def reuse_stage1(
     rescoring; ``train(..., resume=True)`` on ``out`` picks both up. Refuses when anything
     stage 1 depends on differs, naming the first such key.
 
-    ``subset``: ``data`` is the source's training split restricted to these (sorted) sample
-    indices, with the same anchors (the few-shot experiment removes tail samples, which stage 1
-    never sees): difficulty scores are renumbered and those of removed samples dropped.
+    ``subset``: ``data`` is the source's training split (``source_samples`` targets)
+    restricted to these (sorted) target indices, with the same anchors (the few-shot experiment
+    removes tail targets, which stage 1 never trains on): difficulty scores are renumbered and
+    those of removed targets dropped.
     """
+    if subset is not None and source_samples is None:
+        raise ValueError("reuse_stage1: a subset needs source_samples (the full split's size)")
     if not (source / "stage1" / "manifest.json").exists():
         raise InputError(f"--stage1-from {source}: no finished stage 1 (stage1/manifest.json)")
     if out.exists() and any(out.iterdir()):
@@ -461,7 +495,7 @@ def reuse_stage1(
     theirs_data = old.get("data", {})
     ours_data = data.info
     if subset is not None:  # the source saw the whole split
-        ours_data = {**data.info, "train_samples": data.info.get("source_train_samples")}
+        ours_data = {**data.info, "train_samples": source_samples}
     if any(theirs_data.get(k) != ours_data.get(k) for k in ("name", "train_samples")):
         raise InputError(
             f"--stage1-from {source}: trained on other data ({theirs_data.get('path')}, "

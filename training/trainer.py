@@ -12,16 +12,19 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from behaviorlm.errors import TrainingError
-from training.batching import Batch, Example, collate
+from training.batching import Batch, collate
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import LoraSettings, StageSettings, TrainConfig
-from training.losses import answer_nll, first_position_logits, forward_answer_logits, non_target_kl
+from training.losses import HeadTensors, non_target_kl, readout_scores, weighted_ce
+from training.packing import PackedRows
 
 log = logging.getLogger(__name__)
 
@@ -114,130 +117,193 @@ def lr_factor(step: int, settings: StageSettings) -> float:
 
 @dataclass
 class StageRun:
-    """Inputs of one stage's loop."""
+    """Inputs of one stage's loop: packed rows, their schedule and the readouts' weights."""
 
     name: str
     settings: StageSettings
-    batches: Sequence[Sequence[int]]  # global batches: dataset indices, one list per step
-    examples: Mapping[int, Example]
+    batches: Sequence[Sequence[int]]  # global batches: row indices, one list per step
+    rows: PackedRows
+    labels: np.ndarray  # target vocabulary index per readout
+    weights: np.ndarray  # loss weight per readout (mean 1 over the stage's readouts)
+    head: HeadTensors
     checkpoint: Path
     seed: int
+    pad_id: int
+
+
+@dataclass
+class FitState:
+    """What changes while a stage runs."""
+
+    optimizer: Any
+    params: list[Any]
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    bad_in_a_row: int = 0
 
 
 def run_stage(
     model: Any,
     run: StageRun,
     config: TrainConfig,
-    root_children: Any,
-    pad_id: int,
     dist: DistInfo,
     device: Any,
     resume: bool,
 ) -> list[dict[str, float]]:
     """Train ``model``'s active adapter for ``run.settings.steps`` steps; returns the step log."""
-    import torch
     from tqdm import tqdm
 
-    settings = run.settings
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    start, history = 0, list[dict[str, float]]()
-    if resume and run.checkpoint.exists():
-        start, history = load_checkpoint(run.checkpoint, model=model, optimizer=optimizer)
-        log.info("%s: resumed from %s at step %d", run.name, run.checkpoint, start)
-    else:
-        torch.manual_seed(run.seed)  # dropout: same stream whether or not earlier stages ran
+    state = _start(model, run, resume)
     ddp = _wrap_ddp(model, dist, device)
-    bad_in_a_row = 0
     model.train()
-    # Eager attention for training on CPU: torch's CPU flash-attention backward with a 4D mask
-    # is slower than plain matmul + softmax at these lengths (measured ~12% of a step at
-    # 8 x 300 tokens). Scoring keeps sdpa: its answer trees are long and eager would
-    # materialise every attention matrix.
-    attention = model.config._attn_implementation
-    if device.type == "cpu":
-        model.set_attn_implementation("eager")
-    root = root_children.to(device)
+    # sdpa, not eager attention, on CPU too: with packed rows of ~900 tokens eager's forward
+    # took 24 s against sdpa's 5 s for the same batch (3 x 895 tokens, 2 threads, 2026-12-01).
+    total = run.settings.steps
     bar = tqdm(
-        range(start, settings.steps),
+        range(state.step, total),
         desc=run.name,
-        initial=start,
-        total=settings.steps,
+        initial=state.step,
+        total=total,
         disable=not dist.main,
         mininterval=2.0,
     )
     for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = settings.lr * lr_factor(step, settings)
-        mine = list(run.batches[step])[dist.rank :: dist.world]
-        batch = collate([run.examples[i] for i in mine], pad_id).to(device)
-        t0 = time.perf_counter()
-        loss, nll, kl = _loss(ddp, model, batch, settings.kl_weight, root)
-        loss.backward()
-        # Norm over all ranks' gradients (DDP has averaged them): every rank decides alike.
-        limit = settings.max_grad_norm if settings.max_grad_norm > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
-        finite = math.isfinite(grad_norm) and math.isfinite(float(loss.detach()))
-        if finite:
-            optimizer.step()
-            bad_in_a_row = 0
-        else:
-            # One non-finite step would make every weight NaN: drop it, count it, and stop
-            # when it keeps happening (the data or the numerics are broken, not one batch).
-            bad_in_a_row += 1
-            log.warning(
-                "%s step %d: non-finite loss or gradient (loss %s, grad norm %s): step skipped",
-                run.name,
-                step + 1,
-                float(loss.detach()),
-                grad_norm,
-            )
-            if bad_in_a_row >= MAX_BAD_STEPS:
-                raise TrainingError(
-                    f"{run.name}: {bad_in_a_row} steps in a row had a non-finite loss or "
-                    f"gradient (last: step {step + 1}); lower the lr or use dtype=float32. "
-                    f"The last good checkpoint is {run.checkpoint}"
-                )
-        optimizer.zero_grad(set_to_none=True)
-        history.append(
-            {
-                "step": step + 1,
-                "loss": float(loss.detach()),
-                "nll": float(nll),
-                "kl": float(kl),
-                "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm": grad_norm,
-                "samples": len(mine) * dist.world,
-                "answer_tokens": batch.answer_tokens,
-                "tokens": int(batch.input_ids.numel()) - batch.padding,
-                "padding": batch.padding,
-                "seconds": time.perf_counter() - t0,
-                "skipped": 0.0 if finite else 1.0,
-            }
-        )
-        if (step + 1) % config.log_every == 0 or step + 1 == settings.steps:
-            recent = history[-config.log_every :]
-            mean = sum(h["nll"] for h in recent) / len(recent)
-            bar.set_postfix(nll=f"{mean:.3f}", kl=f"{history[-1]['kl']:.3f}")
-            if dist.main:
-                log.info(
-                    "%s step %d/%d nll %.4f kl %.4f lr %.2e",
-                    run.name,
-                    step + 1,
-                    settings.steps,
-                    mean,
-                    history[-1]["kl"],
-                    history[-1]["lr"],
-                )
-        every = config.checkpoint_every
-        if every and (step + 1) % every == 0 and step + 1 < settings.steps and dist.main:
-            save_checkpoint(
-                run.checkpoint, step=step + 1, model=model, optimizer=optimizer, log=history
-            )
+        record = _train_step(ddp, model, run, state, step, dist, device)
+        _guard(run, state, record)
+        _log(run, state, record, config, bar, dist)
+        _checkpoint(model, run, state, config, dist)
     bar.close()
-    model.set_attn_implementation(attention)
     model.eval()
-    return history
+    return state.history
+
+
+def _start(model: Any, run: StageRun, resume: bool) -> FitState:
+    """A fresh optimizer, or the checkpoint's (weights, optimizer, RNG, step, log)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    settings = run.settings
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    state = FitState(optimizer, params)
+    if resume and run.checkpoint.exists():
+        state.step, state.history = load_checkpoint(
+            run.checkpoint, model=model, optimizer=optimizer
+        )
+        log.info("%s: resumed from %s at step %d", run.name, run.checkpoint, state.step)
+    else:
+        torch.manual_seed(run.seed)  # dropout: same stream whether or not earlier stages ran
+    return state
+
+
+def _train_step(
+    ddp: Any, model: Any, run: StageRun, state: FitState, step: int, dist: DistInfo, device: Any
+) -> dict[str, float]:
+    """One optimizer step on this rank's slice of the global batch; the step's log record."""
+    import torch
+
+    settings = run.settings
+    for group in state.optimizer.param_groups:
+        group["lr"] = settings.lr * lr_factor(step, settings)
+    global_rows = list(run.batches[step])
+    mine = global_rows[dist.rank :: dist.world]
+    # A rank without a row of its own still joins DDP's gradient sync, with zero weight.
+    weights = run.weights if mine else np.zeros_like(run.weights)
+    batch = collate(run.rows, mine or global_rows[:1], run.labels, weights, run.pad_id).to(device)
+    # Each rank divides by the GLOBAL readout count (times world: DDP averages gradients), so
+    # the loss does not depend on how the rows are split over processes.
+    readouts = sum(int((run.weights[run.rows.readouts[r]] > 0).sum()) for r in global_rows)
+    denominator = max(readouts, 1) / dist.world
+    t0 = time.perf_counter()
+    loss, nll, kl = _loss(ddp, model, batch, run.head, settings.kl_weight, denominator)
+    loss.backward()
+    # Norm over all ranks' gradients (DDP has averaged them): every rank decides alike.
+    limit = settings.max_grad_norm if settings.max_grad_norm > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(state.params, limit))
+    finite = math.isfinite(grad_norm) and math.isfinite(float(loss.detach()))
+    if finite:
+        state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step = step + 1
+    return {
+        "step": step + 1,
+        "loss": float(loss.detach()),
+        "nll": float(nll),
+        "kl": float(kl),
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "grad_norm": grad_norm,
+        "rows": len(global_rows),
+        "readouts": readouts,
+        "weighted_targets": float(weights[batch.readout_index.cpu().numpy()].sum()) * dist.world,
+        "tokens": batch.tokens * dist.world,
+        "padding": batch.padding * dist.world,
+        "seconds": time.perf_counter() - t0,
+        "skipped": 0.0 if finite else 1.0,
+    }
+
+
+def _guard(run: StageRun, state: FitState, record: dict[str, float]) -> None:
+    """One non-finite step would make every weight NaN: it was skipped; stop when it keeps
+    happening (the data or the numerics are broken, not one batch)."""
+    if not record["skipped"]:
+        state.bad_in_a_row = 0
+        return
+    state.bad_in_a_row += 1
+    log.warning(
+        "%s step %d: non-finite loss or gradient (loss %s, grad norm %s): step skipped",
+        run.name,
+        int(record["step"]),
+        record["loss"],
+        record["grad_norm"],
+    )
+    if state.bad_in_a_row >= MAX_BAD_STEPS:
+        raise TrainingError(
+            f"{run.name}: {state.bad_in_a_row} steps in a row had a non-finite loss or "
+            f"gradient (last: step {int(record['step'])}); lower the lr or use dtype=float32. "
+            f"The last good checkpoint is {run.checkpoint}"
+        )
+
+
+def _log(
+    run: StageRun,
+    state: FitState,
+    record: dict[str, float],
+    config: TrainConfig,
+    bar: Any,
+    dist: DistInfo,
+) -> None:
+    state.history.append(record)
+    step, total = int(record["step"]), run.settings.steps
+    if step % config.log_every and step != total:
+        return
+    recent = state.history[-config.log_every :]
+    mean = sum(h["nll"] for h in recent) / len(recent)
+    rate = sum(h["readouts"] for h in recent) / max(sum(h["seconds"] for h in recent), 1e-9)
+    bar.set_postfix(nll=f"{mean:.3f}", kl=f"{record['kl']:.3f}", targets_s=f"{rate:.1f}")
+    if dist.main:
+        log.info(
+            "%s step %d/%d nll %.4f kl %.4f lr %.2e targets/s %.1f",
+            run.name,
+            step,
+            total,
+            mean,
+            record["kl"],
+            record["lr"],
+            rate,
+        )
+
+
+def _checkpoint(
+    model: Any, run: StageRun, state: FitState, config: TrainConfig, dist: DistInfo
+) -> None:
+    every = config.checkpoint_every
+    if every and state.step % every == 0 and state.step < run.settings.steps and dist.main:
+        save_checkpoint(
+            run.checkpoint,
+            step=state.step,
+            model=model,
+            optimizer=state.optimizer,
+            log=state.history,
+        )
 
 
 def _wrap_ddp(model: Any, dist: DistInfo, device: Any) -> Any:
@@ -249,19 +315,16 @@ def _wrap_ddp(model: Any, dist: DistInfo, device: Any) -> Any:
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def _loss(ddp: Any, model: Any, batch: Batch, kl_weight: float, root: Any) -> tuple[Any, Any, Any]:
+def _loss(
+    ddp: Any, model: Any, batch: Batch, head: HeadTensors, kl_weight: float, denominator: float
+) -> tuple[Any, Any, Any]:
     import torch
 
-    logits = forward_answer_logits(ddp, batch)
-    nll = answer_nll(logits, batch)
+    scores = readout_scores(ddp, batch, head)
+    nll = weighted_ce(scores, batch, denominator)
     if kl_weight <= 0:
         return nll, nll.detach(), torch.zeros(())
     with torch.no_grad(), model.disable_adapter():
-        base_logits = forward_answer_logits(model, batch)
-    kl = non_target_kl(
-        first_position_logits(logits, batch, root),
-        first_position_logits(base_logits, batch, root),
-        batch.first_token,
-        root,
-    )
+        base_scores = readout_scores(model, batch, head)
+    kl = non_target_kl(scores, base_scores, batch, denominator)
     return nll + kl_weight * kl, nll.detach(), kl.detach()

@@ -1,21 +1,27 @@
 """The one interface both engines (transformers, vLLM) implement.
 
-Callers (training's difficulty scoring, evaluation, the service) render prompts with
-``behaviorlm.prompt`` and ask for probabilities over a vocabulary; the engine owns the model,
-the adapters and the answer tries, and applies each adapter's calibration temperature.
+Callers (evaluation, the service) render prompts with ``behaviorlm.prompt`` and ask for
+probabilities over a vocabulary; the engine owns the model, the tokenizer, the adapters and
+their label-word heads (``behaviorlm.labels``), and applies each adapter's calibration
+temperature.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from behaviorlm.errors import InputError
+from behaviorlm.labels import LabelHead
 from behaviorlm.manifest import AdapterManifest
+from behaviorlm.prompt import PieceEncoder, Prompt
 from behaviorlm.vocabulary import Vocabulary
 
 
@@ -37,13 +43,13 @@ class ScoreRequest:
     """Score one prompt.
 
     ``adapter``: a loaded adapter's name, or None for the base model (zero-shot).
-    ``behaviors``: the candidate behaviors (the adapter's vocabulary, or a subset of it for a
-    post-hoc restriction, or any list for zero-shot / few-shot additions). The prompt is the
+    ``behaviors``: the candidate behaviors (the adapter's vocabulary, a subset of it, or any
+    names: a behavior outside the vocabulary is scored by its name alone). The prompt is the
     same whatever the candidates are.
     ``temperature``: None = the adapter's calibrated temperature (1.0 for the base model).
     """
 
-    prompt: str
+    prompt: Prompt
     behaviors: tuple[str, ...]
     adapter: str | None = None
     temperature: float | None = None
@@ -53,7 +59,7 @@ class ScoreRequest:
 class ScoreResult:
     behaviors: tuple[str, ...]
     probs: np.ndarray  # float64, sums to 1, aligned with ``behaviors``
-    label_mass: float  # raw model probability of answering with one of the behaviors
+    label_mass: float  # model probability that the next token starts a behavior's name
     forward_passes: int = 1  # model forward calls this request took part in (speed reports)
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -62,10 +68,41 @@ class ScoreResult:
         return [(self.behaviors[i], float(self.probs[i])) for i in order]
 
 
+class HeadCache:
+    """Label-word heads per behavior list (the vocabulary, a request's candidates), least
+    recently used evicted first. Heads depend on the tokenizer only, not on the adapter."""
+
+    def __init__(self, encoder: PieceEncoder, size: int = 64) -> None:
+        self._encoder = encoder
+        self._size = size
+        self._heads: OrderedDict[tuple[str, ...], LabelHead] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, behaviors: tuple[str, ...]) -> LabelHead:
+        with self._lock:
+            head = self._heads.get(behaviors)
+            if head is not None:
+                self._heads.move_to_end(behaviors)
+                return head
+        if not behaviors:
+            raise InputError("score request: 'behaviors' is empty (need at least one candidate)")
+        head = LabelHead.from_encoder(self._encoder, behaviors)
+        with self._lock:
+            self._heads[behaviors] = head
+            while len(self._heads) > self._size:
+                self._heads.popitem(last=False)
+        return head
+
+
 class ScoringEngine(ABC):
-    """A model plus adapters that turns prompts into vocabulary-constrained probabilities."""
+    """A model plus adapters that turns prompts into probabilities over behaviors."""
 
     name: str = "engine"
+    heads: HeadCache  # set by each engine from its tokenizer
+
+    def label_head(self, behaviors: Sequence[str]) -> LabelHead:
+        """The head of these behaviors (cached); InputError when two names collide."""
+        return self.heads.get(tuple(behaviors))
 
     @abstractmethod
     def load_adapter(self, spec: AdapterSpec) -> None:

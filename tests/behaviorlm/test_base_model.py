@@ -25,7 +25,7 @@ def test_plain_hf_directory_gets_a_content_hash(tmp_path, tiny_model) -> None:
 def test_shared_package_imports_without_torch() -> None:
     code = (
         "import sys, behaviorlm.prompt, behaviorlm.vocabulary, behaviorlm.manifest, "
-        "behaviorlm.trie, behaviorlm.scoring, behaviorlm.cli; "
+        "behaviorlm.labels, behaviorlm.scoring, behaviorlm.cli; "
         "heavy = ('torch', 'vllm', 'transformers'); "
         "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))"
     )

@@ -4,7 +4,7 @@ import pytest
 
 from behaviorlm.errors import InputError, ManifestMismatch
 from behaviorlm.manifest import AdapterManifest, BaseModelRef, Calibration
-from behaviorlm.trie import encode_answer
+from behaviorlm.prompt import PieceEncoder
 from behaviorlm.vocabulary import Vocabulary
 
 BASE = BaseModelRef(id="SmolLM2-135M-Instruct", sha256="ab" * 32)
@@ -14,7 +14,8 @@ def _manifest(tokenizer) -> AdapterManifest:
     vocab = Vocabulary.from_counts({"Coffee Shop": 90, "Chinese Restaurant": 9, "Gym": 1})
     return AdapterManifest.for_vocabulary(
         vocab,
-        [encode_answer(tokenizer, n) for n in vocab.names],
+        [PieceEncoder(tokenizer).label_tokens(n) for n in vocab.names],
+        history_events=10,
         name="demo",
         version="3",
         stage="stage2",
@@ -52,7 +53,7 @@ def test_refuses_another_prompt_version(smollm2_tokenizer) -> None:
 def test_refuses_another_tokenizer(smollm2_tokenizer) -> None:
     m = _manifest(smollm2_tokenizer)
     entries = list(m.vocabulary)
-    entries[0] = entries[0].model_copy(update={"code": [1, 2, 3]})
+    entries[0] = entries[0].model_copy(update={"tokens": [1, 2, 3]})
     with pytest.raises(ManifestMismatch, match="'Coffee Shop' encodes to"):
         m.model_copy(update={"vocabulary": entries}).check_compatible(BASE, smollm2_tokenizer)
 
@@ -69,3 +70,22 @@ def test_load_errors_name_file_and_field(tmp_path, smollm2_tokenizer) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ManifestMismatch, match="schema_version is 99"):
         AdapterManifest.load(tmp_path)
+
+
+def test_refuses_answer_tree_adapters_and_other_scoring(tmp_path, smollm2_tokenizer) -> None:
+    raw = json.loads(_manifest(smollm2_tokenizer).model_dump_json())
+    old = {**raw, "schema_version": 1, "prompt_version": "v1"}
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(ManifestMismatch, match=r"scoring format 2 \(answer tree.*retrain"):
+        AdapterManifest.load(tmp_path)
+    m = _manifest(smollm2_tokenizer).model_copy(update={"scoring_format": 2})
+    with pytest.raises(ManifestMismatch, match=r"scoring format 2.*retrain"):
+        m.check_compatible(BASE)
+
+
+def test_label_head_from_manifest(smollm2_tokenizer) -> None:
+    m = _manifest(smollm2_tokenizer)
+    head = m.label_head()
+    assert head.names == tuple(e.name for e in m.vocabulary)
+    assert head.tokens[0] == PieceEncoder(smollm2_tokenizer).label_tokens("Coffee Shop")
+    assert m.history_events == 10

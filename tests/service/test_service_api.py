@@ -95,9 +95,47 @@ def test_unknown_candidate_and_adapter_are_4xx_naming_them(client: httpx.Client)
     )
     assert err["type"] == "unknown_candidate" and "'Moon'" in err["message"]
     assert "'Gym'" not in err["message"] and err["field"] == "candidates"
+    assert "allow_new_behaviors" in err["message"]
     err = _error(client.post("/v1/predict", json={"history": history(2), "adapter": "nope"}), 404)
     assert err["type"] == "adapter_not_found" and "'nope'" in err["message"]
     assert err["field"] == "adapter"
+
+
+def test_new_behaviors_by_name_when_asked_for(client: httpx.Client) -> None:
+    """Open vocabulary: with allow_new_behaviors a candidate outside the vocabulary is scored by
+    its name like the others, marked trained=false and counted."""
+    metric = 'behaviorlm_untrained_candidates_total{adapter="a0"}'
+    before = _metric(client, metric)
+    cands = ["Gym", "Bar", "Rooftop Cinema", "Night Market"]
+    req = {"history": history(4), "candidates": cands, "top_k": 10, "allow_new_behaviors": True}
+    r = client.post("/v1/predict", json=req)
+    assert r.status_code == 200, r.text
+    preds = {p["behavior"]: p for p in r.json()["predictions"]}
+    assert set(preds) == set(cands)
+    assert math.isclose(sum(p["probability"] for p in preds.values()), 1.0, rel_tol=1e-6)
+    assert [preds[c]["trained"] for c in cands] == [True, True, False, False]
+    assert all(preds[c]["probability"] > 0 for c in cands)
+    assert _metric(client, metric) - before == 2
+    # The trained candidates keep their relative odds: one readout, the same scores.
+    known = client.post(
+        "/v1/predict", json={"history": history(4), "candidates": ["Gym", "Bar"], "top_k": 2}
+    ).json()["predictions"]
+    k = {p["behavior"]: p["probability"] for p in known}
+    assert math.isclose(
+        preds["Gym"]["probability"] / preds["Bar"]["probability"], k["Gym"] / k["Bar"], rel_tol=1e-6
+    )
+    # Two names the head cannot tell apart are refused, naming both.
+    clash = {**req, "candidates": ["Gym", "Shop Coffee", "Coffee Shop"]}
+    err = _error(client.post("/v1/predict", json=clash), 422)
+    assert "'Coffee Shop'" in err["message"] and "'Shop Coffee'" in err["message"]
+    assert err["field"] == "candidates"
+
+
+def test_prompt_shows_the_adapters_history_window(client: httpx.Client) -> None:
+    r = client.post("/v1/predict", json={"history": history(40)})
+    assert r.status_code == 200 and r.json()["history_events_used"] == 6  # fixture's window
+    r = client.post("/v1/predict", json={"history": history(3)})
+    assert r.json()["history_events_used"] == 3
 
 
 def test_validation_errors_use_the_one_error_shape(client: httpx.Client) -> None:
@@ -167,8 +205,9 @@ def test_models_lists_manifests_public_fields(client: httpx.Client) -> None:
     a0 = next(m for m in body["models"] if m["name"] == "a0")
     assert a0["default"] is True and {v["name"] for v in a0["vocabulary"]} == VOCAB
     assert set(a0["anchors"]) | set(a0["tails"]) == VOCAB
-    assert a0["calibration"]["temperature"] == 1.0 and a0["prompt_version"] == "v1"
-    assert "code" not in a0["vocabulary"][0]
+    assert a0["calibration"]["temperature"] == 1.0 and a0["prompt_version"] == "v2"
+    assert a0["scoring_format"] == 3
+    assert "tokens" not in a0["vocabulary"][0]
 
 
 def test_health_live_and_ready(client: httpx.Client) -> None:

@@ -1,25 +1,67 @@
-"""Batching and losses on the tiny model: left padding changes nothing, the KL term behaves."""
+"""Packed batches and losses on the tiny model: padding changes nothing, every readout equals the
+served prompt's prediction, the weighted cross-entropy and the KL term behave."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 
-from behaviorlm.events import Event, Sample
-from behaviorlm.prompt import render_answer, render_prompt
-from training.batching import Example, collate, encode_examples
+from behaviorlm.events import Event
+from behaviorlm.labels import LabelHead
+from behaviorlm.prompt import PieceEncoder, render_prompt
+from training.batching import collate
 from training.config import LoraSettings
-from training.losses import (
-    answer_nll,
-    first_position_logits,
-    forward_answer_logits,
-    non_target_kl,
-)
+from training.losses import HeadTensors, non_target_kl, readout_scores, weighted_ce
+from training.packing import PackedRows, RowPlan
 
 torch = pytest.importorskip("torch")
 
 BEHAVIORS = ["Coffee Shop", "Gym", "Bus Stop", "Art Museum"]
+T0 = datetime(2024, 3, 4, 7, 0)
+
+
+class _Table:
+    """The EventTable interface over a list of events (one user)."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.users = np.zeros(len(events), dtype=object)
+        self.behaviors = np.asarray([e.behavior for e in events], dtype=object)
+
+    def time(self, row: int) -> datetime | None:
+        return self.events[row].timestamp
+
+    def context(self, row: int) -> dict[str, str]:
+        return dict(self.events[row].context)
+
+    def event(self, row: int) -> Event:
+        return self.events[row]
+
+
+def _events(n: int = 14) -> list[Event]:
+    return [
+        Event(BEHAVIORS[(i * 3) % 4], T0 + timedelta(hours=5 * i), {"place": "x" if i % 2 else "y"})
+        for i in range(n)
+    ]
+
+
+def _packed(encoder: PieceEncoder) -> tuple[PackedRows, np.ndarray, _Table]:
+    from training.packing import Readouts, encode_rows
+
+    table = _Table(_events())
+    rows = np.arange(1, 14)
+    labels = np.asarray([BEHAVIORS.index(table.events[r].behavior) for r in rows])
+    readouts = Readouts(rows, np.maximum(rows - 3, 0), labels)
+    # rows of different lengths: the batch must pad
+    plans = [
+        RowPlan(0, np.arange(0, 6)),
+        RowPlan(4, np.arange(6, 9)),
+        RowPlan(7, np.arange(9, 13)),
+    ]
+    return encode_rows(encoder, table, readouts, plans), labels, table  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -36,82 +78,88 @@ def lora_model(tiny_model: Any) -> Any:
     return model.eval()
 
 
-def _examples(tokenizer: Any) -> list[Example]:
-    samples = [
-        Sample("u", tuple(Event(b) for b in BEHAVIORS[: 1 + i % 3]) * (1 + i), BEHAVIORS[i % 4])
-        for i in range(5)
-    ]
-    codes = {b: tokenizer.encode(render_answer(b), add_special_tokens=False) for b in BEHAVIORS}
-    return encode_examples(tokenizer, samples, codes, {b: i for i, b in enumerate(BEHAVIORS)})
+@pytest.fixture(scope="module")
+def encoder(smollm2_tokenizer: Any) -> PieceEncoder:
+    return PieceEncoder(smollm2_tokenizer)
 
 
-def test_prompt_ids_match_the_scorers_tokenisation(smollm2_tokenizer: Any) -> None:
-    sample = Sample("u", (Event("Gym"), Event("Bar")), "Gym")
-    (ex,) = _examples(smollm2_tokenizer)[:1]
-    one = encode_examples(smollm2_tokenizer, [sample], {"Gym": ex.answer_ids}, {"Gym": 0})[0]
-    assert list(one.prompt_ids) == smollm2_tokenizer.encode(render_prompt(sample.history))
+def _head(model: Any, encoder: PieceEncoder) -> HeadTensors:
+    return HeadTensors.of(model, LabelHead.from_encoder(encoder, BEHAVIORS), torch.device("cpu"))
 
 
-def test_left_padded_batch_equals_rows_alone(lora_model: Any, smollm2_tokenizer: Any) -> None:
-    examples = _examples(smollm2_tokenizer)
-    assert len({e.length for e in examples}) > 1  # the batch really needs padding
-    batch = collate(examples, pad_id=0)
-    assert batch.padding > 0
+def test_padded_packed_batch_equals_each_served_prompt(
+    lora_model: Any, encoder: PieceEncoder, tiny_model: Any
+) -> None:
+    """Each readout of a padded packed batch gives the distribution the engine gives the
+    served prompt of that event (same history), so training optimises what is served."""
+    from behaviorlm.scoring.readout import score_prompts
+
+    packed, labels, table = _packed(encoder)
+    batch = collate(packed, [0, 1, 2], labels, None, pad_id=0)
+    assert batch.padding > 0 and batch.readouts == 13
+    head = _head(lora_model, encoder)
     with torch.no_grad():
-        logits = forward_answer_logits(lora_model, batch)
-        for r, ex in enumerate(examples):
-            alone = collate([ex], pad_id=0)
-            assert alone.padding == 0 and alone.attention_mask is None
-            row = forward_answer_logits(lora_model, alone)[0]
-            n = len(ex.answer_ids)
-            torch.testing.assert_close(logits[r, -n:], row[-n:], atol=2e-4, rtol=1e-4)
-        # the loss reads exactly the answer tokens
-        nll = answer_nll(logits, batch)
-        manual = []
-        for r, ex in enumerate(examples):
-            n = len(ex.answer_ids)
-            lp = torch.log_softmax(logits[r, -n:], dim=-1)
-            manual += [-lp[k, t] for k, t in enumerate(ex.answer_ids)]
-        torch.testing.assert_close(nll, torch.stack(manual).mean(), atol=1e-5, rtol=1e-5)
+        probs = torch.softmax(readout_scores(lora_model, batch, head), dim=-1).double().numpy()
+    label_head = LabelHead.from_encoder(encoder, BEHAVIORS)
+    starts = {0: 0, 1: 4, 2: 7}
+    prompts = []
+    for b, r in enumerate(batch.readout_row.tolist()):
+        target = int(batch.readout_index[b]) + 1  # event row of the readout
+        history = [table.event(e) for e in range(starts[r], target)]
+        served = render_prompt(history, table.time(target), table.context(target))
+        prompts.append(encoder.encode(served))
+    n = len(prompts)
+    scored = score_prompts(lora_model, prompts, [label_head] * n, [1.0] * n, pad_id=0)
+    for b, (p, _) in enumerate(scored):
+        np.testing.assert_allclose(probs[b], p, atol=2e-5)
+
+
+def test_weighted_ce_reads_only_weighted_readouts(lora_model: Any, encoder: PieceEncoder) -> None:
+    packed, labels, _ = _packed(encoder)
+    weights = np.zeros(len(labels))
+    weights[[0, 5, 9]] = [2.0, 1.0, 0.5]
+    batch = collate(packed, [0, 1, 2], labels, weights, pad_id=0)
+    assert batch.readout_index.tolist() == [0, 5, 9]  # zero-weight readouts are left out
+    head = _head(lora_model, encoder)
+    with torch.no_grad():
+        scores = readout_scores(lora_model, batch, head)
+        loss = weighted_ce(scores, batch, denominator=3.0)
+        lp = torch.log_softmax(scores, dim=-1)
+        manual = -(2.0 * lp[0, labels[0]] + 1.0 * lp[1, labels[5]] + 0.5 * lp[2, labels[9]]) / 3
+    torch.testing.assert_close(loss, manual, atol=1e-5, rtol=1e-5)
 
 
 def test_kl_is_zero_against_itself_and_ignores_the_target(
-    lora_model: Any, smollm2_tokenizer: Any
+    lora_model: Any, encoder: PieceEncoder
 ) -> None:
-    examples = _examples(smollm2_tokenizer)
-    batch = collate(examples, pad_id=0)
-    root = torch.tensor(sorted({e.answer_ids[0] for e in examples}))
+    packed, labels, _ = _packed(encoder)
+    batch = collate(packed, [0, 1, 2], labels, None, pad_id=0)
+    head = _head(lora_model, encoder)
     with torch.no_grad():
-        adapted = first_position_logits(forward_answer_logits(lora_model, batch), batch, root)
+        adapted = readout_scores(lora_model, batch, head)
         with lora_model.disable_adapter():
-            base = first_position_logits(forward_answer_logits(lora_model, batch), batch, root)
-    assert float(non_target_kl(base, base, batch.first_token, root)) == pytest.approx(0, abs=1e-6)
-    kl = float(non_target_kl(adapted, base, batch.first_token, root))
+            base = readout_scores(lora_model, batch, head)
+    n = float(batch.readouts)
+    assert float(non_target_kl(base, base, batch, n)) == pytest.approx(0, abs=1e-6)
+    kl = float(non_target_kl(adapted, base, batch, n))
     assert kl > 1e-4
-    # raising the target's own logit in the adapted model leaves the term unchanged
+    # raising the target's own score in the adapted model leaves the term unchanged
     bumped = adapted.clone()
-    for r, tok in enumerate(batch.first_token.tolist()):
-        bumped[r, root.tolist().index(tok)] += 5.0
-    again = float(non_target_kl(bumped, base, batch.first_token, root))
-    assert again == pytest.approx(kl, rel=1e-5)
+    bumped[torch.arange(batch.readouts), batch.labels] += 5.0
+    assert float(non_target_kl(bumped, base, batch, n)) == pytest.approx(kl, rel=1e-5)
 
 
-def test_kl_gradient_reaches_only_lora(lora_model: Any, smollm2_tokenizer: Any) -> None:
-    examples = _examples(smollm2_tokenizer)
-    batch = collate(examples, pad_id=0)
-    root = torch.tensor(sorted({e.answer_ids[0] for e in examples}))
+def test_gradient_reaches_only_lora(lora_model: Any, encoder: PieceEncoder) -> None:
+    packed, labels, _ = _packed(encoder)
+    batch = collate(packed, [0, 2], labels, None, pad_id=0)
+    head = _head(lora_model, encoder)
     lora_model.train()
     try:
-        logits = forward_answer_logits(lora_model, batch)
+        scores = readout_scores(lora_model, batch, head)
         with torch.no_grad(), lora_model.disable_adapter():
-            base = forward_answer_logits(lora_model, batch)
-        kl = non_target_kl(
-            first_position_logits(logits, batch, root),
-            first_position_logits(base, batch, root),
-            batch.first_token,
-            root,
-        )
-        (answer_nll(logits, batch) + kl).backward()
+            base = readout_scores(lora_model, batch, head)
+        n = float(batch.readouts)
+        (weighted_ce(scores, batch, n) + non_target_kl(scores, base, batch, n)).backward()
         grads = {n for n, p in lora_model.named_parameters() if p.grad is not None}
         assert grads and all("lora_" in n for n in grads)
     finally:
@@ -119,30 +167,13 @@ def test_kl_gradient_reaches_only_lora(lora_model: Any, smollm2_tokenizer: Any) 
         lora_model.eval()
 
 
-def test_pad_safe_mask_leaves_no_query_without_a_key() -> None:
-    from training.batching import pad_safe_mask
-
-    mask2d = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    allowed = pad_safe_mask(mask2d, torch.float32)[:, 0] == 0  # [B, query, key]
-    assert bool(allowed.any(dim=-1).all())  # fully masked rows give NaN on some GPU kernels
-    # pads see themselves only; real tokens see the real tokens up to themselves
-    assert allowed[0].tolist() == [
-        [True, False, False, False],
-        [False, True, False, False],
-        [False, False, True, False],
-        [False, False, True, True],
-    ]
-    assert allowed[1].tolist() == torch.tril(torch.ones(4, 4, dtype=torch.bool)).tolist()
-
-
 def test_bf16_base_trains_fp32_lora_through_bf16_matmuls(
-    tiny_model: Any, smollm2_tokenizer: Any
+    tiny_model: Any, encoder: PieceEncoder
 ) -> None:
     """On a bf16 base the LoRA matmuls run in bf16 (autocast) and their gradients stay fp32.
 
-    Reference: peft's own path (inputs cast up to the fp32 LoRA weights), with the output head
-    applied to every position; the training forward must give the same logits at the answer
-    positions and the same LoRA gradients, up to bf16 rounding.
+    Reference: peft's own path (inputs cast up to the fp32 LoRA weights, no autocast); the
+    training forward must give the same scores and LoRA gradients up to bf16 rounding.
     """
     from training.trainer import build_lora_model
 
@@ -155,45 +186,25 @@ def test_bf16_base_trains_fp32_lora_through_bf16_matmuls(
                 p.normal_(0, 0.2)
     lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert lora and all(p.dtype == torch.float32 for p in lora.values())
-    batch = collate(_examples(smollm2_tokenizer), pad_id=0)
+    packed, labels, _ = _packed(encoder)
+    batch = collate(packed, [0, 1, 2], labels, None, pad_id=0)
+    head = _head(model, encoder)
 
-    logits = forward_answer_logits(model, batch)
-    answer_nll(logits, batch).backward()
+    scores = readout_scores(model, batch, head)
+    assert scores.dtype == torch.float32
+    weighted_ce(scores, batch, float(batch.readouts)).backward()
     ours = {n: p.grad.clone() for n, p in lora.items()}
     model.zero_grad(set_to_none=True)
 
-    from training.batching import pad_safe_mask
+    from behaviorlm.scoring.readout import hidden_states, label_scores
 
-    full = model(
-        input_ids=batch.input_ids,
-        attention_mask=pad_safe_mask(batch.attention_mask, torch.bfloat16),
-        position_ids=batch.position_ids,
-        use_cache=False,
-    ).logits[:, -batch.answer_width :]
-    answer_nll(full, batch).backward()
-    assert logits.shape == full.shape and logits.is_contiguous()
-    scale = full.float().abs().max()
-    assert (logits.float() - full.float()).abs().max() <= 0.05 * scale
+    hidden = hidden_states(model, batch.input_ids)
+    ref_scores = label_scores(
+        hidden[batch.readout_row, batch.readout_col], head.weight, head.bias, head.matrix
+    )
+    weighted_ce(ref_scores, batch, float(batch.readouts)).backward()
+    assert (scores - ref_scores).abs().max() <= 0.05 * ref_scores.abs().max()
     for name, grad in ours.items():
         ref = lora[name].grad
         assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
         assert torch.nn.functional.cosine_similarity(grad.flatten(), ref.flatten(), dim=0) > 0.98
-    # Outside training the adapter still works on bf16 inputs (peft's casting is back on).
-    with torch.no_grad():
-        model(input_ids=batch.input_ids[:1, -4:], use_cache=False)
-
-
-def test_output_head_gets_a_contiguous_input(lora_model: Any, smollm2_tokenizer: Any) -> None:
-    """A non-contiguous slice makes the head a batched matmul that copies its whole weight per
-    row (a quarter of a CPU step): the training forward must hand it a contiguous tensor."""
-    seen: list[Any] = []
-    head = lora_model.get_output_embeddings()
-    handle = head.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-    try:
-        batch = collate(_examples(smollm2_tokenizer), pad_id=0)
-        with torch.no_grad():
-            forward_answer_logits(lora_model, batch)
-    finally:
-        handle.remove()
-    (hidden,) = seen
-    assert hidden.shape[1] == batch.answer_width and hidden.is_contiguous()

@@ -1,7 +1,7 @@
 """Full training runs on the tiny model and a small synthetic prepared dataset.
 
 Real parts throughout: the data pipeline writes a prepared dataset, the trainer runs both
-stages with peft LoRA, difficulty goes through the shared constrained scorer, and reloaded
+stages with peft LoRA on packed rows, difficulty reads every training target, and reloaded
 adapters are scored by the TransformersEngine.
 """
 
@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from behaviorlm.manifest import AdapterManifest
-from behaviorlm.prompt import render_prompt
-from behaviorlm.trie import encode_answer
+from behaviorlm.prompt import PieceEncoder, render_sample
 
 torch = pytest.importorskip("torch")
 
@@ -90,8 +89,12 @@ def test_two_stage_run_writes_adapters_with_manifests(
         assert manifest.base_model == tiny_model.ref
         manifest.check_compatible(tiny_model.ref, smollm2_tokenizer)
         vocab = manifest.to_vocabulary()
-        assert manifest.codes == [encode_answer(smollm2_tokenizer, n) for n in vocab.names]
+        encoder = PieceEncoder(smollm2_tokenizer)
+        assert manifest.label_tokens == [encoder.label_tokens(n) for n in vocab.names]
+        assert manifest.history_events == 4
         assert manifest.metrics["steps"] == (24 if stage == "stage1" else 6)
+        # every readout of a row trains: far more targets than rows per step
+        assert manifest.metrics["targets"] >= 2 * manifest.metrics["rows"]
         assert (path / "config.yaml").exists() and (path / "loss.png").stat().st_size > 0
         # only LoRA matrices are saved
         keys = list(_weights(path))
@@ -100,15 +103,20 @@ def test_two_stage_run_writes_adapters_with_manifests(
     s1 = json.loads((two_stage.adapters["stage1"] / "train_log.json").read_text())
     assert any(r["kl"] > 0 for r in s1)
     s2 = AdapterManifest.load(two_stage.adapters["stage2"])
-    assert s2.data["subset"]["total"] == s2.data["stage_samples"]
+    assert s2.data["subset"]["readouts_with_weight"] == s2.data["stage_readouts"]
     assert sum(s2.data["subset"]["hard"].values()) > 0
+    s1m = AdapterManifest.load(two_stage.adapters["stage1"])
+    assert s1m.data["stage_readouts"] < s2.data["stage_readouts"]  # anchors only
 
 
-def test_difficulty_is_saved_per_sample(two_stage: Any) -> None:
+def test_difficulty_is_saved_for_every_training_target(two_stage: Any, prepared: Path) -> None:
     import pandas as pd
 
+    from training.data.dataset import PreparedDataset
+
     frame = pd.read_parquet(two_stage.adapters["stage1"].parent / "difficulty.parquet")
-    assert len(frame) > 0
+    assert len(frame) == PreparedDataset.load(prepared).num_samples("train")
+    assert frame["index"].tolist() == list(range(len(frame)))
     assert ((frame["difficulty"] >= 0) & (frame["difficulty"] <= 1)).all()
     assert (frame["difficulty"] + frame["p_true"] - 1).abs().max() < 1e-9
 
@@ -135,27 +143,28 @@ def test_only_lora_weights_change(two_stage: Any, tiny_model: Any) -> None:
 def test_saved_adapter_reloads_to_identical_scores(
     two_stage: Any, tiny_model: Any, prepared: Path
 ) -> None:
+    from behaviorlm.labels import LabelHead
     from behaviorlm.scoring import AdapterSpec, ScoreRequest
-    from behaviorlm.scoring.constrained import constrained_scores
+    from behaviorlm.scoring.readout import score_prompts
     from behaviorlm.scoring.transformers_engine import TransformersEngine
     from training.data.dataset import PreparedDataset
 
     path = two_stage.adapters["stage2"]
     manifest = AdapterManifest.load(path)
     samples = list(PreparedDataset.load(prepared).samples("test")[:6])
-    prompts = [render_prompt(s.history, s.now, s.now_context) for s in samples]
-    in_memory = constrained_scores(
-        two_stage.model, two_stage.tokenizer, prompts, [two_stage.trie] * len(prompts)
-    )
+    prompts = [render_sample(s) for s in samples]
+    names = tuple(manifest.to_vocabulary().names)
+    head = LabelHead.from_encoder(two_stage.encoder, names)
+    ids = [two_stage.encoder.encode(p) for p in prompts]
+    in_memory = score_prompts(two_stage.model, ids, [head] * len(ids), [1.0] * len(ids), 0)
     engine = TransformersEngine(tiny_model, dtype="float32")
     try:
         engine.load_adapter(AdapterSpec("s2", path, manifest))
-        names = tuple(manifest.to_vocabulary().names)
         results = engine.score_batch([ScoreRequest(p, names, "s2") for p in prompts])
     finally:
         engine.close()
     for (probs, _), result in zip(in_memory, results, strict=True):
-        assert result.behaviors == two_stage.trie.names
+        assert result.behaviors == names
         assert abs(result.probs - probs).max() < 1e-6
 
 
@@ -187,10 +196,9 @@ def test_baseline_strategies(
     assert list(result.adapters) == [strategy]
     manifest = AdapterManifest.load(result.adapters[strategy])
     assert manifest.stage == strategy and manifest.strategy == strategy
-    expected = len(data.targets) if strategy == "sft" else manifest.data["subset"]["total"]
-    assert manifest.data["stage_samples"] == expected
+    assert manifest.data["stage_readouts"] == len(data.targets)  # weights > 0 everywhere
     if strategy == "balanced":
-        assert max(manifest.data["subset"]["per_class"].values()) <= 6
+        assert max(manifest.data["subset"]["per_class"].values()) <= 6 + 1e-6
 
 
 def test_a_non_finite_step_is_skipped_and_a_run_of_them_stops_training(

@@ -1,89 +1,79 @@
-"""Stage subsets: anchors, bounded difficulty candidates, per-class hard/random mix."""
+"""Stage weights (anchors, class-balanced inclusion weights with the hard/random mix, replay),
+row planning and the token-budget schedule."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from behaviorlm.vocabulary import Vocabulary
-from training.batching import draw_order, length_grouped_batches
-from training.sampling import (
-    add_natural_replay,
-    anchor_subset,
-    balanced_subset,
-    by_class,
-    difficulty_candidates,
-)
+from training.batching import cut_by_tokens, plan_batches
+from training.packing import Readouts, plan_rows
+from training.sampling import anchor_weights, balanced_weights
 
-TARGETS = ["a"] * 50 + ["b"] * 30 + ["c"] * 5 + ["d"] * 1
+NAMES = ["a", "b", "c", "d"]
+LABELS = np.asarray([0] * 50 + [1] * 30 + [2] * 5 + [3] * 1)
 
 
-def test_anchor_subset_takes_anchor_targets_only() -> None:
+def test_anchor_weights_take_anchor_targets_only() -> None:
     vocab = Vocabulary.from_counts({"a": 50, "b": 30, "c": 5, "d": 1}, anchor_share=0.1)
-    subset = anchor_subset(TARGETS, vocab)
-    assert {TARGETS[i] for i in subset} == {"a", "b"}
-    assert len(subset) == 80
+    w = anchor_weights(LABELS, vocab)
+    assert set(w[LABELS < 2]) == {1.0} and set(w[LABELS >= 2]) == {0.0}
 
 
-def test_difficulty_candidates_respect_quota_and_cap() -> None:
-    rng = np.random.default_rng(0)
-    got = difficulty_candidates(TARGETS, per_class=10, max_samples=1000, rng=rng)
-    counts = {c: sum(TARGETS[i] == c for i in got) for c in "abcd"}
-    assert counts == {"a": 10, "b": 10, "c": 5, "d": 1}
-    capped = difficulty_candidates(TARGETS, per_class=10, max_samples=17, rng=rng)
-    assert len(capped) <= 17
-    # the small classes keep everything; the quota shrinks for the big ones
-    assert sum(TARGETS[i] == "d" for i in capped) == 1
-    assert sum(TARGETS[i] == "c" for i in capped) == 5
+def test_balanced_weights_are_inclusion_probabilities() -> None:
+    w, report = balanced_weights(LABELS, NAMES, 10, 0.0, None, 0.0)
+    # per class min(n, M) readouts' worth of weight, spread evenly inside a class
+    assert report.per_class == pytest.approx({"a": 10, "b": 10, "c": 5, "d": 1})
+    raw = w * report.balanced / len(LABELS)  # undo the mean-1 scaling
+    assert raw[LABELS == 0] == pytest.approx(np.full(50, 10 / 50))
+    assert raw[LABELS == 3] == pytest.approx([1.0])
+    assert w.mean() == pytest.approx(1.0)
 
 
-def test_balanced_subset_ranks_difficulty_within_each_class() -> None:
-    # class "a": difficulty rises with the index; "b": falls. Global ranking would pick only "a".
-    difficulty = {i: 0.9 + i / 1000 for i in range(50)}
-    difficulty.update({i: 0.5 - (i - 50) / 100 for i in range(50, 80)})
-    subset, report = balanced_subset(TARGETS, 10, 0.5, difficulty, np.random.default_rng(0))
-    per = by_class([TARGETS[i] for i in subset])
-    assert {c: len(v) for c, v in per.items()} == {"a": 10, "b": 10, "c": 5, "d": 1}
+def test_hard_fraction_ranks_difficulty_within_each_class() -> None:
+    difficulty = np.linspace(0, 1, len(LABELS))[::-1].copy()  # earlier = harder globally
+    difficulty[49] = 2.0  # the hardest "a" sample sits last among the a's
+    w, report = balanced_weights(LABELS, NAMES, 10, 0.5, difficulty, 0.0)
     assert report.hard == {"a": 5, "b": 5, "c": 0, "d": 0}
-    assert set(range(45, 50)) <= set(subset)  # hardest of "a"
-    assert set(range(50, 55)) <= set(subset)  # hardest of "b"
-    assert len(set(subset)) == len(subset)
+    a = w[:50]
+    top = set(np.argsort(-a, kind="stable")[:5].tolist())
+    assert 49 in top and top == {49, 0, 1, 2, 3}  # hardest first, then by difficulty
+    assert report.per_class["a"] == pytest.approx(10)  # 5 hard x 1 + 45 x (5 / 45)
 
 
-def test_balanced_without_difficulty_is_random_and_seeded() -> None:
-    a, _ = balanced_subset(TARGETS, 10, 0.5, None, np.random.default_rng(1))
-    b, report = balanced_subset(TARGETS, 10, 0.5, None, np.random.default_rng(1))
-    assert a == b
-    assert sum(report.hard.values()) == 0
+def test_natural_replay_adds_a_uniform_share() -> None:
+    _, plain = balanced_weights(LABELS, NAMES, 10, 0.0, None, 0.0)
+    w, report = balanced_weights(LABELS, NAMES, 10, 0.0, None, 0.5)
+    assert report.natural == pytest.approx(plain.balanced)  # half of the total is natural
+    assert (w > 0).all() and w.mean() == pytest.approx(1.0)
+    assert report.readouts == len(LABELS)
 
 
-def test_schedule_is_deterministic_and_length_grouped() -> None:
-    lengths = {i: 10 + (i * 7) % 13 for i in range(100)}
-    order = draw_order(list(range(100)), 64, np.random.default_rng(3))
-    again = draw_order(list(range(100)), 64, np.random.default_rng(3))
-    assert order.tolist() == again.tolist()
-    assert len(set(order.tolist())) == 64  # one pass: no repeats
-    batches = length_grouped_batches(order, lengths, 4, 4, np.random.default_rng(0))
-    assert sorted(i for b in batches for i in b) == sorted(order.tolist())
-    spread = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
-    assert np.mean(spread) <= 3  # sorted pools: neighbours have similar lengths
+def test_rows_cover_every_readout_once_within_chunk_and_users() -> None:
+    users = np.asarray(["u"] * 30 + ["v"] * 10, dtype=object)
+    rows = np.asarray([*range(1, 30), *range(31, 40)])
+    starts = np.asarray([max(0, r - 4) if r < 30 else max(30, r - 4) for r in rows])
+    readouts = Readouts(rows, starts, np.zeros(len(rows), dtype=np.int64))
+    plans = plan_rows(users, readouts, chunk=10)
+    seen = np.concatenate([p.readouts for p in plans])
+    assert sorted(seen.tolist()) == list(range(len(rows)))
+    for plan in plans:
+        last = int(rows[plan.readouts[-1]])
+        assert last - plan.start < 10  # at most chunk events
+        assert len({users[plan.start], users[last]}) == 1  # never across users
+        assert (starts[plan.readouts] >= plan.start).all()  # K history kept
+    # consecutive rows of a long user overlap by the history window
+    assert plans[1].start == int(starts[plans[1].readouts[0]])
 
 
-def test_difficulty_candidates_skip_classes_taken_whole() -> None:
-    got = difficulty_candidates(TARGETS, 10, 1000, np.random.default_rng(0), min_class_size=5)
-    assert {TARGETS[i] for i in got} == {"a", "b"}
-
-
-def test_natural_replay_adds_samples_from_outside_the_balanced_subset() -> None:
-    rng = np.random.default_rng(0)
-    subset, report = balanced_subset(TARGETS, 5, 0.0, None, rng)
-    assert len(subset) == 16  # 5 + 5 + 5 + 1
-    assert add_natural_replay(subset, len(TARGETS), 0.0, rng, report) == subset
-    mixed = add_natural_replay(subset, len(TARGETS), 0.5, rng, report)
-    assert len(mixed) == 32 and len(set(mixed)) == 32 and set(subset) <= set(mixed)
-    assert report.natural == 16 and report.total == 32
-    # drawn from the natural distribution: the big behavior dominates the additions
-    added = [TARGETS[i] for i in set(mixed) - set(subset)]
-    assert added.count("a") > added.count("c") + added.count("d")
-    # never more than exists outside the subset
-    everything = add_natural_replay(subset, len(TARGETS), 0.99, rng, report)
-    assert len(everything) == len(TARGETS)
+def test_schedule_is_deterministic_within_budget_and_length_grouped() -> None:
+    lengths = np.asarray([10, 200, 35, 40, 180, 12, 90, 95, 300, 20])
+    a = plan_batches(lengths, np.arange(10), 400, 4, 7, np.random.default_rng(3))
+    b = plan_batches(lengths, np.arange(10), 400, 4, 7, np.random.default_rng(3))
+    assert a == b and len(a) == 7
+    for batch in a:
+        assert len(batch) * max(lengths[batch]) <= 400 or len(batch) == 1
+    assert cut_by_tokens([0, 5, 9, 2], lengths, 80) == [[0, 5, 9], [2]]
+    with pytest.raises(ValueError):
+        plan_batches(lengths, np.arange(0), 400, 4, 1, np.random.default_rng(0))

@@ -49,7 +49,7 @@ _EPOCH = datetime(1970, 1, 1)
 _NAT = np.iinfo(np.int64).min
 
 
-class _EventTable:
+class EventTable:
     """Column arrays of events.parquet and the Event built from a row."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
@@ -95,7 +95,7 @@ class SampleView(Sequence[Sample]):
     """The samples of one split: indexable and sliceable, built on access."""
 
     def __init__(
-        self, table: _EventTable, target_rows: np.ndarray, starts: np.ndarray, targets: np.ndarray
+        self, table: EventTable, target_rows: np.ndarray, starts: np.ndarray, targets: np.ndarray
     ) -> None:
         self._table = table
         self._rows = target_rows
@@ -195,8 +195,8 @@ class PreparedDataset:
         )
 
     @cached_property
-    def _table(self) -> _EventTable:
-        return _EventTable(self._events)
+    def _table(self) -> EventTable:
+        return EventTable(self._events)
 
     @property
     def name(self) -> str:
@@ -218,14 +218,27 @@ class PreparedDataset:
     def num_samples(self, split: str) -> int:
         return len(self._split(split))
 
-    def samples(self, split: str) -> SampleView:
+    @property
+    def table(self) -> EventTable:
+        """The events (rows of events.parquet), for packed training rows."""
+        return self._table
+
+    def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(target event rows, history start rows, target labels) of a split's samples."""
         frame = self._split(split)
-        return SampleView(
-            self._table,
+        return (
             frame["target_row"].to_numpy(dtype=np.int64),
             frame["history_start"].to_numpy(dtype=np.int64),
             frame["target"].astype(str).to_numpy(dtype=object),
         )
+
+    @property
+    def history_len(self) -> int:
+        """K: the history events a sample shows (the prepare config's history_len)."""
+        return int(self.info.get("config", {}).get("history_len", 10))
+
+    def samples(self, split: str) -> SampleView:
+        return SampleView(self._table, *self.split_arrays(split))
 
     def targets(self, split: str) -> list[str]:
         return [str(t) for t in self._split(split)["target"].tolist()]

@@ -73,7 +73,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--max-validation-samples",
         type=int,
-        default=300,
+        default=1000,
         help="validation samples used to fit LLM temperatures",
     )
     p.add_argument("--seed", type=int, default=0, help="sample subset and SASRec seed")
@@ -115,7 +115,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="LLM weights dtype"
     )
-    p.add_argument("--batch-size", type=int, default=16, help="prompts per engine forward")
+    p.add_argument("--batch-size", type=int, default=32, help="prompts per engine forward")
     p.add_argument(
         "--sasrec-max-seconds",
         type=float,

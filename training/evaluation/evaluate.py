@@ -60,7 +60,7 @@ class EvalConfig:
     split: str = "test"
     max_test_samples: int | None = None
     selection: str = "uniform"
-    max_validation_samples: int = 300
+    max_validation_samples: int = 1000
     seed: int = 0
     last_k: int | None = None
     logit_adjust: tuple[float, ...] = (1.0,)
@@ -69,7 +69,7 @@ class EvalConfig:
     engine: str = "auto"
     base_model: str = "smollm2"
     dtype: str = "bfloat16"
-    batch_size: int = 16
+    batch_size: int = 32
     sasrec_max_seconds: float = 240.0
     sasrec_epochs: int = 8
 

@@ -62,7 +62,7 @@ class FewShotConfig:
     base_model: str = "smollm2"
     engine: str = "auto"
     dtype: str = "bfloat16"
-    batch_size: int = 16
+    batch_size: int = 32
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -130,7 +130,7 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
     config = load_config(cfg.preset, cfg.overrides)
     base = resolve_base_model(cfg.base_model)
     train_targets = ds.targets("train")
-    train_samples = ds.samples("train")
+    full = TrainingData.from_prepared(cfg.data)
 
     arr = np.asarray(test_targets, dtype=object)
     held_idx = np.flatnonzero(np.isin(arr, held))
@@ -149,22 +149,15 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
         counts = dict(zip(vocab.names, vocab.counts, strict=True))
         for name in held:
             counts[name] = min(k, counts[name])
-        data = TrainingData(
+        data = full.subset(
+            subset,
             Vocabulary.from_counts(counts, vocab.anchor_share),
-            train_samples.take(subset),
-            [train_targets[i] for i in subset],
-            {
-                "name": ds.name,
-                "path": str(ds.root),
-                "train_samples": len(subset),
-                "source_train_samples": len(train_targets),
-                "fewshot": {"k": k, "held_out": held},
-            },
+            fewshot={"k": k, "held_out": held},
         )
         run_dir = cfg.out / f"k{k}"
         if not (run_dir / FINAL_STAGE[cfg.strategy] / "manifest.json").exists():
             if cfg.stage1_from is not None and not run_dir.exists():
-                reuse_stage1(cfg.stage1_from, run_dir, config, data, subset)
+                reuse_stage1(cfg.stage1_from, run_dir, config, data, subset, len(train_targets))
             train(
                 cfg.strategy,
                 data,
@@ -177,9 +170,9 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
         system = discover_adapters(run_dir)[-1]
         manifest = system.manifest
         assert manifest is not None  # discover_adapters only returns trained adapters
-        stage = manifest.training_config["settings"]
-        draws, stage_samples = stage["steps"] * stage["batch_size"], manifest.data["stage_samples"]
-        per_class = manifest.data.get("subset", {}).get("per_class", {})  # sft: no subset
+        # Rows read by the final stage over the rows it could read: how many times (in
+        # expectation) each of the k examples was a target.
+        passes = manifest.metrics["rows"] / max(manifest.data["stage_rows"], 1)
         engine = open_engine(
             cfg.engine,
             cfg.base_model,
@@ -211,10 +204,11 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
             "k": k,
             "adapter": str(system.adapter_dir),
             "train_samples": len(subset),
-            "stage_samples": stage_samples,
-            # How often training drew a held-out behavior's examples (in expectation): at a CPU
-            # budget a stage sees only part of its subset, so k examples may be drawn fewer times.
-            "expected_draws": {n: draws * per_class.get(n, k) / stage_samples for n in held},
+            "stage_readouts": manifest.data["stage_readouts"],
+            # How often training read a held-out behavior's examples (in expectation): every
+            # readout of a row is trained when the row is, so this is k x the stage's passes.
+            "passes": round(passes, 3),
+            "expected_reads": {n: round(min(k, counts[n]) * passes, 2) for n in held},
             "train_seconds": manifest.metrics.get("wall_seconds"),
             "held_out_samples": int(on_held.sum()),
             "held_out_hr@1": float((rank[on_held] == 1).mean()) if on_held.any() else None,
@@ -262,12 +256,12 @@ def write_fewshot(out: Path, result: dict[str, Any]) -> None:
             else "."
         ),
         "",
-        "| k | train samples | draws of each held-out behavior (expected) | held-out samples | "
+        "| k | train samples | reads of each held-out behavior (expected) | held-out samples | "
         "macro recall | macro F1 | HR@1 | HR@5 | mean p(held-out) | overall acc |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        draws = ", ".join(f"{v:.1f}" for v in r["expected_draws"].values())
+        draws = ", ".join(f"{v:.1f}" for v in r["expected_reads"].values())
         lines.append(
             f"| {r['k']} | {r['train_samples']} | {draws} | {r['held_out_samples']} | "
             f"{r['macro_recall']:.3f} | {r['macro_f1']:.3f} | {r['held_out_hr@1']:.3f} | "

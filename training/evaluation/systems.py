@@ -1,7 +1,7 @@
 """LLM systems scored through a ``ScoringEngine``: the zero-shot base model and trained adapters.
 
 Every system scores the same prompts (``behaviorlm.prompt.render_sample``) over the dataset's
-vocabulary in vocabulary order, at temperature 1 (the raw constrained distribution); calibration
+vocabulary in vocabulary order, at temperature 1 (the raw label-word distribution); calibration
 is applied afterwards in numpy (``calibration.py``), which is exactly what the engine does with a
 stored temperature. Scores are cached in chunks under ``<out>/cache/`` so an interrupted run
 resumes where it stopped.
@@ -21,10 +21,10 @@ import numpy as np
 from behaviorlm.errors import InputError
 from behaviorlm.events import Sample
 from behaviorlm.manifest import MANIFEST_FILE, AdapterManifest
-from behaviorlm.prompt import render_sample
+from behaviorlm.prompt import Prompt, render_sample
 
 log = logging.getLogger(__name__)
-CHUNK = 64
+CHUNK = 256  # prompts per engine call and per cache write
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,13 @@ def discover_adapters(run: Path) -> list[LLMSystem]:
     return out
 
 
-def _fingerprint(system: LLMSystem, prompts: Sequence[str], behaviors: Sequence[str]) -> str:
+def _fingerprint(system: LLMSystem, prompts: Sequence[Prompt], behaviors: Sequence[str]) -> str:
     h = hashlib.sha256()
     h.update(system.name.encode())
     if system.manifest is not None:
         h.update(system.manifest.version.encode())
         h.update(str(system.manifest.created_at).encode())
-    for text in (*behaviors, *prompts):
+    for text in (*behaviors, *(p.text for p in prompts)):
         h.update(text.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
@@ -83,12 +83,12 @@ def score_samples(
     label: str = "",
 ) -> tuple[np.ndarray, np.ndarray]:
     """[n, V] probabilities (temperature 1) of ``system`` for ``samples`` over ``behaviors``,
-    and [n] label mass (the model's raw probability of a valid first answer token)."""
+    and [n] label mass (the model's raw probability that the next token starts a name)."""
     from tqdm import tqdm
 
     from behaviorlm.scoring.base import ScoreRequest
 
-    prompts = [render_sample(s)[0] for s in samples]
+    prompts = [render_sample(s) for s in samples]
     behaviors = tuple(behaviors)
     out = np.zeros((len(prompts), len(behaviors)))
     mass = np.zeros(len(prompts))

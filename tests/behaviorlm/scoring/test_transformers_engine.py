@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
 
 from behaviorlm.errors import EngineError, InputError, ManifestMismatch
+from behaviorlm.events import Event
 from behaviorlm.manifest import BaseModelRef, Calibration
+from behaviorlm.prompt import PieceEncoder, Prompt, render_prompt
 from behaviorlm.scoring import AdapterSpec, ScoreRequest
-from behaviorlm.scoring.constrained import constrained_scores
 from behaviorlm.scoring.factory import choose_kind, make_engine
 from behaviorlm.scoring.transformers_engine import TransformersEngine
-from behaviorlm.trie import AnswerTrie
 
-PROMPTS = (
-    "Predict the user's next behavior from their history.\nHistory:\nMon 08h Gym\nNext:",
-    "Predict the user's next behavior from their history.\nHistory:\nTue 12h Bar\n"
-    "Tue 13h +1h Coffee Shop | weather: rain\nNow: Wed 10h\nNext:",
+T0 = datetime(2024, 5, 6, 8, 0)
+PROMPTS: tuple[Prompt, ...] = (
+    render_prompt([Event("Gym", T0)], T0 + timedelta(hours=3)),
+    render_prompt(
+        [
+            Event("Bar", T0 + timedelta(days=1)),
+            Event("Coffee Shop", T0 + timedelta(days=1, hours=1), {"weather": "rain"}),
+        ],
+        T0 + timedelta(days=2, hours=2),
+    ),
 )
 
 
@@ -37,9 +44,11 @@ def _vocab(spec: AdapterSpec) -> tuple[str, ...]:
 
 
 def _reference(
-    tiny_model: Any, adapter: AdapterSpec | None, prompt: str, names: tuple[str, ...]
-) -> np.ndarray:
-    """A separately loaded model (+ that one adapter) through the low-level function."""
+    tiny_model: Any, adapter: AdapterSpec | None, prompt: Prompt, names: tuple[str, ...]
+) -> tuple[np.ndarray, float]:
+    """Brute force from the full logits: a separately loaded model (+ that one adapter), one
+    unpadded forward, the last position's whole-vocabulary logits; each behavior's score is the
+    mean of its name tokens' logits, softmaxed; label mass from the full softmax."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -47,9 +56,15 @@ def _reference(
     model: Any = AutoModelForCausalLM.from_pretrained(str(tiny_model.path), dtype=torch.float32)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter.path))
-    tok = AutoTokenizer.from_pretrained(str(tiny_model.path))
-    trie = AnswerTrie.from_tokenizer(tok, names)
-    return constrained_scores(model, tok, [prompt], [trie])[0][0]
+    encoder = PieceEncoder(AutoTokenizer.from_pretrained(str(tiny_model.path)))
+    ids = torch.tensor([encoder.encode(prompt)])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, -1].double()
+    tokens = [encoder.label_tokens(n) for n in names]
+    scores = torch.stack([logits[list(t)].mean() for t in tokens])
+    full = torch.log_softmax(logits, dim=-1)
+    mass = float(sum(full[t].exp() for t in {t[0] for t in tokens}))
+    return torch.softmax(scores, dim=-1).numpy(), mass
 
 
 def test_two_adapters_and_base_in_one_batch(
@@ -69,18 +84,16 @@ def test_two_adapters_and_base_in_one_batch(
         assert r.probs.sum() == pytest.approx(1.0)
         assert 0 < r.label_mass <= 1
         assert r.forward_passes == 1
-    np.testing.assert_allclose(
-        results[0].probs, _reference(tiny_model, a0, PROMPTS[0], names), atol=1e-6
-    )
-    np.testing.assert_allclose(
-        results[1].probs, _reference(tiny_model, a1, PROMPTS[1], names), atol=1e-6
-    )
-    np.testing.assert_allclose(
-        results[3].probs, _reference(tiny_model, a0, PROMPTS[1], names), atol=1e-6
-    )
-    np.testing.assert_allclose(
-        results[2].probs, _reference(tiny_model, None, PROMPTS[1], names), atol=1e-6
-    )
+    # Prompts of different lengths share a (right-padded) batch: each equals the brute force.
+    for result, adapter, prompt in (
+        (results[0], a0, PROMPTS[0]),
+        (results[1], a1, PROMPTS[1]),
+        (results[3], a0, PROMPTS[1]),
+        (results[2], None, PROMPTS[1]),
+    ):
+        probs, mass = _reference(tiny_model, adapter, prompt, names)
+        np.testing.assert_allclose(result.probs, probs, atol=1e-5)
+        assert result.label_mass == pytest.approx(mass, rel=1e-4)
     # the adapters really differ from each other and from the base model
     assert not np.allclose(results[1].probs, results[2].probs, atol=1e-3)
     assert not np.allclose(results[1].probs, results[3].probs, atol=1e-3)
@@ -96,8 +109,13 @@ def test_subset_and_new_behaviors(engine: TransformersEngine, tiny_adapters: lis
         ]
     )
     assert sub.behaviors == names[:3] and sub.probs.sum() == pytest.approx(1.0)
-    assert sub.label_mass < full.label_mass
+    assert sub.label_mass <= full.label_mass
+    # A subset is the full distribution renormalised (one readout, same scores).
+    np.testing.assert_allclose(sub.probs, full.probs[:3] / full.probs[:3].sum(), atol=1e-9)
     assert new.behaviors[-1] == "Ramen Shop" and new.probs[-1] > 0
+    np.testing.assert_allclose(new.probs[:3] / new.probs[:3].sum(), sub.probs, atol=1e-9)
+    with pytest.raises(InputError, match="same label tokens"):
+        engine.score_batch([ScoreRequest(PROMPTS[0], ("Coffee Shop", "Shop Coffee"), "a0")])
 
 
 def test_calibration_temperature_applied_unless_overridden(

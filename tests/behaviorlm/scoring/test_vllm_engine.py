@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
 
 from behaviorlm.errors import InputError, ManifestMismatch
+from behaviorlm.events import Event
 from behaviorlm.manifest import BaseModelRef
+from behaviorlm.prompt import render_prompt
 from behaviorlm.scoring import AdapterSpec, ScoreRequest
 from behaviorlm.scoring.transformers_engine import TransformersEngine
 
@@ -24,13 +27,20 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed"),
 ]
 
+T0 = datetime(2024, 5, 6, 8, 0)
 PROMPTS = (
-    "Predict the user's next behavior from their history.\nHistory:\nMon 08h Gym\nNext:",
-    "Predict the user's next behavior from their history.\nHistory:\nTue 12h Bar\n"
-    "Tue 13h +1h Coffee Shop | weather: rain\nWed 09h +20h Bus Stop\nNow: Wed 10h\nNext:",
-    "History:\nSat 11h Chinese Restaurant\nNext:",
+    render_prompt([Event("Gym", T0)], T0 + timedelta(hours=2)),
+    render_prompt(
+        [
+            Event("Bar", T0 + timedelta(days=1, hours=4)),
+            Event("Coffee Shop", T0 + timedelta(days=1, hours=5), {"weather": "rain"}),
+            Event("Bus Stop", T0 + timedelta(days=2, hours=1)),
+        ],
+        T0 + timedelta(days=2, hours=2),
+    ),
+    render_prompt([Event("Chinese Restaurant", None, {"day": "Sat"})], None, {"day": "Sat"}),
 )
-EXTRA = ("Chinese Breakfast Bar", "Bus Stop Shelter", "Coffee Roaster")  # deeper branches
+EXTRA = ("Chinese Breakfast Bar", "Bus Stop Shelter", "Coffee Roaster")  # not trained
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +83,7 @@ def test_parity_two_adapters_and_base_in_one_batch(
         assert g.probs.sum() == pytest.approx(1.0)
         np.testing.assert_allclose(g.probs, w.probs, atol=1e-4, rtol=0, err_msg=str(req))
         assert g.label_mass == pytest.approx(w.label_mass, abs=1e-4)
-        assert g.forward_passes == 2  # root, then all branches over the cached prompt
+        assert g.extra["vllm_requests"] == 1  # < 128 label tokens: one read
     # the three variants of each prompt really differ (adapters applied, identity is the base)
     for i in range(0, len(got), 3):
         a0, a1, base = (r.probs for r in got[i : i + 3])
@@ -118,19 +128,21 @@ def test_new_version_gets_a_new_lora_id(engines: Any, tiny_adapters: list[Adapte
     np.testing.assert_allclose(vllm.score_batch([request])[0].probs, before.probs, atol=1e-6)
 
 
-def test_node_with_more_children_than_vllm_returns_at_once(
-    engines: Any, smollm2_tokenizer: Any
-) -> None:
-    """vLLM returns at most 128 listed log-probs per request: wider nodes are split."""
-    from behaviorlm.trie import AnswerTrie
+def test_more_label_tokens_than_vllm_returns_at_once(engines: Any, smollm2_tokenizer: Any) -> None:
+    """vLLM returns at most 128 listed log-probs per request: the label tokens are read in
+    chunks of 128 on the same (prefix-cached) prompt."""
+    from behaviorlm.labels import LabelHead
+    from behaviorlm.prompt import PieceEncoder
 
     vllm, hf = engines
     words = sorted(
         t[1:] for t in smollm2_tokenizer.get_vocab() if t.startswith("Ġ") and t[1:].isalpha()
     )
-    names = tuple(w for w in words if len(w) >= 5)[:150]
-    assert len(AnswerTrie.from_tokenizer(smollm2_tokenizer, names).root_children) > 128
+    names = tuple(w for w in words if len(w) >= 5)[:300]
+    head = LabelHead.from_encoder(PieceEncoder(smollm2_tokenizer), names)
+    assert len(head.union) > 2 * 128
     request = ScoreRequest(PROMPTS[1], names, "a1")
     (got,), (want,) = vllm.score_batch([request]), hf.score_batch([request])
     np.testing.assert_allclose(got.probs, want.probs, atol=1e-4, rtol=0)
     assert got.label_mass == pytest.approx(want.label_mass, abs=1e-4)
+    assert got.extra["vllm_requests"] == -(-len(head.union) // 128)

@@ -52,8 +52,8 @@ def test_samples_are_lazy_indexable_and_render(synthetic_ds: PreparedDataset) ->
     assert view.take([5, 0])[0] == s
     with pytest.raises(IndexError):
         view[len(view)]
-    prompt, answer = render_sample(s)
-    assert prompt.endswith("Next:") and answer == f" {s.target}\n"
+    prompt = render_sample(s)
+    assert prompt.text.endswith(":") and len(prompt.pieces) == 2 * len(s.history) + 2
 
 
 def test_history_is_previous_events_of_the_same_user(synthetic_ds: PreparedDataset) -> None:
@@ -94,7 +94,7 @@ def test_timezone_wall_clock_is_kept(tmp_path: Path) -> None:
     assert first == datetime(2024, 3, 1, 8, tzinfo=timezone(timedelta(hours=8)))
     assert first is not None and first.hour == 8  # rendered in its own wall-clock
     assert s.history[2].timestamp is not None and s.history[2].timestamp.hour == 2
-    assert "Fri 08h" in render_sample(s)[0]
+    assert "Friday 08h" in render_sample(s).text
 
 
 def test_naive_timestamps_stay_naive(tmp_path: Path) -> None:

@@ -1,0 +1,184 @@
+"""Readouts on any Hugging Face causal LM (plain, peft-wrapped or DDP-wrapped): the torch half of
+the label-word head, shared by the engines, training, difficulty scoring and evaluation.
+
+A forward hook on the decoder captures its last hidden states (after the final norm: what the
+output head multiplies), and a pre-hook hands the model's own output head zero positions, so
+the full-vocabulary head never runs inside the model. (``logits_to_keep=1`` was measured to
+cost 40% of a CPU training step: the non-contiguous [B, 1, d] slice turns the head into a
+batched matmul that copies the 49k x 576 weight once per row.) Callers then
+multiply the hidden states at their readouts by the output head rows they need: the label
+tokens only when training, the whole vocabulary once per prediction when serving (label_mass
+needs the log-normaliser; one [batch, vocab] matmul is ~1% of a 250-token prompt's forward).
+
+Rows are right-padded and need no attention mask: under the causal mask a real token only sees
+positions before it, which are all real, so only the pad positions' own outputs are garbage and
+nothing reads them. (With no mask the attention kernels take their causal fast path: 25% faster
+than the same kernel with a padding mask on CPU; and no query row is ever fully masked, the
+left-padding case that produced NaN on a GPU.) Position ids count from 0 in every row, so a
+padded row equals the row scored alone up to summation order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from behaviorlm.labels import LabelHead
+
+# Padded tokens per scoring forward (rows x longest row): bounds activation memory.
+SCORING_TOKEN_BUDGET = 16_384
+
+
+def unwrap(model: Any) -> Any:
+    """The transformers model under DistributedDataParallel and peft wrappers."""
+    inner = getattr(model, "module", model)  # DistributedDataParallel
+    get_base = getattr(inner, "get_base_model", None)  # peft
+    return get_base() if callable(get_base) else inner
+
+
+def decoder_of(model: Any) -> Any:
+    base = unwrap(model)
+    decoder = getattr(base, "model", None)
+    if decoder is None:
+        decoder = base.get_decoder()
+    return decoder
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> Any:
+    """input_ids [B, L], right padding."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return ids.to(device)
+
+
+def hidden_states(model: Any, input_ids: Any) -> Any:
+    """[B, L, d] last hidden states (post-norm) of ``model`` for right-padded inputs."""
+    import torch
+
+    captured: list[Any] = []
+
+    def grab(_module: Any, _args: Any, output: Any) -> None:
+        hidden = getattr(output, "last_hidden_state", None)
+        captured.append(hidden if hidden is not None else output[0])
+
+    def no_positions(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (args[0][:, :0], *args[1:])
+
+    handle = decoder_of(model).register_forward_hook(grab)
+    skip = unwrap(model).get_output_embeddings().register_forward_pre_hook(no_positions)
+    try:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        model(input_ids=input_ids, position_ids=positions, use_cache=False)
+    finally:
+        handle.remove()
+        skip.remove()
+    if len(captured) != 1:
+        raise RuntimeError(
+            f"{type(unwrap(model)).__name__}: decoder hook saw {len(captured)} calls"
+        )
+    return captured[0]
+
+
+def head_rows(model: Any, token_ids: Any) -> tuple[Any, Any | None]:
+    """(weight [n, d], bias [n] or None) of the output head for these token ids (frozen)."""
+    head = unwrap(model).get_output_embeddings()
+    weight = head.weight.index_select(0, token_ids).detach()
+    bias = getattr(head, "bias", None)
+    return weight, (bias.index_select(0, token_ids).detach() if bias is not None else None)
+
+
+def union_logits(hidden: Any, weight: Any, bias: Any | None) -> Any:
+    """[N, U] fp32 logits of the label tokens from [N, d] readout hidden states.
+
+    In fp32 whatever the model's dtype: bf16 logits of ~15 are spaced 0.06 apart, coarse for a
+    softmax over hundreds of behaviors, and the matmul is small (U ~ 600 rows)."""
+    logits = hidden.float() @ weight.float().T
+    return logits + bias.float() if bias is not None else logits
+
+
+def label_scores(hidden: Any, weight: Any, bias: Any | None, matrix: Any) -> Any:
+    """[N, behaviors] fp32 label-word scores from [N, d] readout hidden states."""
+    return union_logits(hidden, weight, bias) @ matrix.T
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    import torch
+
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, token_budget: int) -> list[list[int]]:
+    """Indices grouped by length: at most ``batch_size`` rows and ``token_budget`` padded
+    tokens per group (a longer row goes alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:  # ascending: row i is the longest of its group so far
+        if current and (
+            len(current) >= batch_size or (len(current) + 1) * lengths[i] > token_budget
+        ):
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def score_prompts(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    heads: Sequence[LabelHead],
+    temperatures: Sequence[float],
+    pad_id: int,
+    batch_size: int = 32,
+) -> list[tuple[np.ndarray, float]]:
+    """(P over ``heads[i].names``, label_mass) for each prompt, read at its last token.
+
+    One forward per batch; the full-vocabulary head is applied once per prompt (label_mass).
+    Runs under ``torch.no_grad`` and leaves the model's train/eval mode as it was.
+    """
+    import torch
+
+    if not len(prompt_ids) == len(heads) == len(temperatures):
+        raise ValueError("score_prompts: prompts, heads and temperatures differ in length")
+    out: list[tuple[np.ndarray, float] | None] = [None] * len(prompt_ids)
+    device = next(unwrap(model).parameters()).device
+    head = unwrap(model).get_output_embeddings()
+    lengths = [len(p) for p in prompt_ids]
+    with eval_mode(model):
+        for group in length_batches(lengths, batch_size, SCORING_TOKEN_BUDGET):
+            ids = pad_batch([prompt_ids[i] for i in group], pad_id, device)
+            hidden = hidden_states(model, ids)
+            last = torch.as_tensor([lengths[i] - 1 for i in group], device=device)
+            rows = hidden[torch.arange(len(group), device=device), last]
+            # The normaliser (label_mass only) from the model-dtype head over the whole
+            # vocabulary; the label tokens' logits in fp32, as training computes them.
+            lse = torch.logsumexp(head(rows).float(), dim=-1).double().cpu().numpy()
+            by_head: dict[int, list[int]] = {}
+            for r, i in enumerate(group):
+                by_head.setdefault(id(heads[i]), []).append(r)
+            for members in by_head.values():
+                label_head = heads[group[members[0]]]
+                union = torch.as_tensor(label_head.union, device=device)
+                weight, bias = head_rows(model, union)
+                values = union_logits(rows[members], weight, bias).double().cpu().numpy()
+                for k, r in enumerate(members):
+                    i = group[r]
+                    out[i] = label_head.combine(values[k], float(lse[r]), float(temperatures[i]))
+    return [r for r in out if r is not None]
