@@ -140,6 +140,12 @@ def _register_prepare(data_sub: Any) -> None:
     )
     o.add_argument("--other-label", help="name of the catch-all label [other]")
     o.add_argument(
+        "--not-a-target",
+        metavar="NAMES",
+        help="comma-separated placeholder behaviors that stay in histories but are never "
+        "targets [context-trails: UNKNOWN; else none; '' for none]",
+    )
+    o.add_argument(
         "--anchor-share", type=float, help="labels with a larger training share are anchors [0.01]"
     )
     o.add_argument(
@@ -163,6 +169,10 @@ def _config(args: argparse.Namespace) -> Any:
     values: dict[str, Any] = {}
     if args.format == "smartthings":
         values["split"] = "dataset"  # one target per window: only the authors' split applies
+    if args.format == "context-trails":
+        # A venue without a category: the second most frequent label of Petaling Jaya, and a
+        # prediction no caller can use.
+        values["not_a_target"] = "UNKNOWN"
     if args.config is not None:
         values.update(load_config_file(args.config))
     for f in fields(PrepareConfig):
@@ -260,6 +270,8 @@ def _print_summary(stats: dict[str, Any], root: Path, seconds: float) -> None:
     for rule, r in stats["vocabulary_rules"].items():
         hits = sum(r["targets"].values())
         print(f"  rule {rule}: {r['behaviors']} behaviors, {hits:,} targets -> {r['to']}")
+    for name, count in stats.get("not_a_target", {}).items():
+        print(f"  not a target (kept in histories): {count:,} events of {name!r}")
     for reason, count in stats["skipped_rows"].items():
         print(f"  skipped {count:,}: {reason}")
         for ex in stats["skipped_examples"].get(reason, [])[:2]:

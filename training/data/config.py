@@ -36,6 +36,9 @@ class PrepareConfig:
             or ``drop`` (their samples are removed; they still appear in histories).
         other_label: the name of the catch-all label.
         anchor_share: a label with a training share above this is an anchor (paper: 1%).
+        not_a_target: placeholder behaviors (e.g. Context Trails' ``UNKNOWN``, a venue without
+            a category): their events stay in histories, rendered as they are, but are never
+            targets, since predicting them tells a caller nothing; counted in the stats.
         keep_duplicates: keep rows identical in user, time, behavior and context.
         strict: stop at the first bad row instead of skipping and counting it.
     """
@@ -49,6 +52,7 @@ class PrepareConfig:
     fallback: Fallback = "parent"
     other_label: str = "other"
     anchor_share: float = DEFAULT_ANCHOR_SHARE
+    not_a_target: tuple[str, ...] = ()
     keep_duplicates: bool = False
     strict: bool = False
 
@@ -80,6 +84,7 @@ class PrepareConfig:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["ratios"] = list(self.ratios)
+        out["not_a_target"] = list(self.not_a_target)
         return out
 
     @classmethod
@@ -92,6 +97,8 @@ class PrepareConfig:
         kwargs = dict(values)
         if "ratios" in kwargs:
             kwargs["ratios"] = _parse_ratios(kwargs["ratios"])
+        if "not_a_target" in kwargs:
+            kwargs["not_a_target"] = _parse_names(kwargs["not_a_target"])
         return cls(**kwargs)
 
     def with_overrides(self, values: Mapping[str, Any]) -> PrepareConfig:
@@ -110,6 +117,14 @@ def _parse_ratios(value: Any) -> tuple[float, float, float]:
     if len(out) != 3:
         raise InputError(f"--ratios: expected three numbers like 0.8,0.1,0.1, got {value!r}")
     return (out[0], out[1], out[2])
+
+
+def _parse_names(value: Any) -> tuple[str, ...]:
+    """``"UNKNOWN,Other"`` or a list -> normalised names (empty string: none)."""
+    from behaviorlm.events import normalize_behavior
+
+    parts = value.split(",") if isinstance(value, str) else list(value or ())
+    return tuple(n for n in (normalize_behavior(str(p)) for p in parts) if n)
 
 
 PRESETS_DIR = Path(__file__).parent / "presets"

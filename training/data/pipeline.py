@@ -129,6 +129,12 @@ def prepare_events(
     is_target = pos >= config.min_history
     if TARGET_OK in events:
         is_target &= events[TARGET_OK].to_numpy(dtype=bool)
+    placeholder = events[BEHAVIOR].isin(config.not_a_target).to_numpy()
+    not_a_target = {
+        name: int((placeholder & is_target & (events[BEHAVIOR] == name).to_numpy()).sum())
+        for name in config.not_a_target
+    }
+    is_target &= ~placeholder
     cand = events[is_target]
     hints = cand.get(SPLIT_HINT, None)
     split = assign_splits(cand[USER], hints, config)
@@ -162,6 +168,17 @@ def prepare_events(
     )
     if samples.empty:
         raise InputError(_empty_message(source, skips, "no target survived the vocabulary rules"))
+    if not (samples["split"] == "train").any():
+        per_split = ", ".join(f"{s} {int((samples['split'] == s).sum())}" for s in SPLITS)
+        fix = (
+            "use --split leave-one-out or --split ratio (each user's targets split in time order)"
+            if config.split == "dataset"
+            else "lower --min-history or give users more events"
+        )
+        raise InputError(
+            f"{source}: no training samples ({per_split}): a dataset with no train split cannot "
+            f"be trained on; {fix}"
+        )
     train_targets = samples.loc[samples["split"] == "train", "target"]
     label_counts = {str(k): int(v) for k, v in train_targets.value_counts().items()}
     for lab in set(samples["target"]):
@@ -187,6 +204,7 @@ def prepare_events(
         log_stats=log_stats,
         name=name,
     )
+    stats["not_a_target"] = not_a_target
     for line in skips.summary_lines():
         log.debug(line)
     step("writing")

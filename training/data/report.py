@@ -70,6 +70,10 @@ def render_markdown(stats: dict[str, Any]) -> str:
             )
     else:
         lines.append("No vocabulary rule applied: every behavior is its own label.")
+    placeholders = stats.get("not_a_target") or {}
+    if placeholders:
+        lines += ["", "## Not targets (placeholders, kept in histories)", ""]
+        lines += [f"- {name}: {count:,} events" for name, count in placeholders.items()]
     lines += ["", "## Skipped rows", ""]
     skipped = stats["skipped_rows"]
     if not skipped:

@@ -153,8 +153,61 @@ def test_dataset_split_column(tmp_path: Path) -> None:
 
 
 def test_log_without_timestamps_keeps_input_order(tmp_path: Path) -> None:
-    log = pd.DataFrame({"uid": [7, 7, 7, 8, 8], "behavior": ["c", "a", "b", "a", "c"]})
+    log = pd.DataFrame({"uid": [7, 7, 7, 7, 8, 8], "behavior": ["d", "c", "a", "b", "a", "c"]})
     ds = prepare_log(log, tmp_path / "n", PrepareConfig(min_count=0), user_col="uid", time_col=None)
     (s7,) = [s for s in ds.samples("test") if s.user_id == "7"]  # numeric ids become text
-    assert [e.behavior for e in s7.history] == ["c", "a"] and s7.target == "b"
+    assert [e.behavior for e in s7.history] == ["d", "c", "a"] and s7.target == "b"
     assert s7.now is None and all(e.timestamp is None for e in s7.history)
+
+
+def test_placeholder_behaviors_stay_in_histories_but_are_never_targets(tmp_path: Path) -> None:
+    log = pd.DataFrame(
+        {
+            "user_id": ["a"] * 6,
+            "timestamp": pd.date_range("2024-01-01", periods=6, freq="h"),
+            "behavior": ["x", "UNKNOWN", "y", "UNKNOWN", "x", "y"],
+        }
+    )
+    config = PrepareConfig(history_len=5, min_count=0, not_a_target=("UNKNOWN",))
+    ds = prepare_log(log, tmp_path / "p", config)
+    targets = [t for s in ds.splits() for t in ds.targets(s)]
+    assert "UNKNOWN" not in targets and "UNKNOWN" not in ds.vocabulary
+    assert len(targets) == 3  # y, x, y (the first x has no history)
+    (test,) = ds.samples("test")
+    assert [e.behavior for e in test.history] == ["x", "UNKNOWN", "y", "UNKNOWN", "x"]
+    assert ds.stats["not_a_target"] == {"UNKNOWN": 2}
+    assert "UNKNOWN: 2 events" in (ds.root / "stats.md").read_text()
+    assert PrepareConfig.from_mapping({"not_a_target": "UNKNOWN, Other"}).not_a_target == (
+        "UNKNOWN",
+        "Other",
+    )
+    assert PrepareConfig.from_mapping({"not_a_target": ""}).not_a_target == ()
+
+
+def test_no_training_samples_is_an_error_naming_the_fix(tmp_path: Path) -> None:
+    csv = tmp_path / "log.csv"
+    csv.write_text(
+        "user_id,timestamp,behavior,part\n"
+        "a,2024-01-01T00:00,x,vld\na,2024-01-01T01:00,y,vld\na,2024-01-01T02:00,x,test\n"
+    )
+    loaded = read_generic(csv, split_col="part")
+    with pytest.raises(InputError, match=r"no training samples \(train 0, validation 1, test 1\)"):
+        prepare_events(
+            loaded.events,
+            tmp_path / "d",
+            PrepareConfig(split="dataset", min_count=0),
+            name="s",
+            source=loaded.source,
+            skips=loaded.skips,
+        )
+    csv.write_text(csv.read_text() + "a,2024-01-01T03:00,y,test\n")
+    loaded = read_generic(csv, split_col="part")
+    ds = prepare_events(
+        loaded.events,
+        tmp_path / "c",
+        PrepareConfig(split="leave-one-out", min_count=0),
+        name="s",
+        source=loaded.source,
+        skips=loaded.skips,
+    )
+    assert [ds.num_samples(s) for s in ds.splits()] == [1, 1, 1]

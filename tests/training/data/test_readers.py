@@ -97,14 +97,17 @@ def test_timestamps_keep_their_own_wall_clock(tmp_path: Path) -> None:
 def test_unix_seconds_and_time_format(tmp_path: Path) -> None:
     log = tmp_path / "log.parquet"
     pd.DataFrame(
-        {"user_id": ["a"] * 3, "timestamp": [0, 3600, 7200], "behavior": ["x", "y", "x"]}
+        {"user_id": ["a"] * 4, "timestamp": [0, 3600, 7200, 10800], "behavior": list("xyxy")}
     ).to_parquet(log)
     ds = _prepare(read_generic(log), tmp_path / "unix")
-    assert ds.samples("test")[0].now == datetime(1970, 1, 1, 2, tzinfo=UTC)
+    assert ds.samples("test")[0].now == datetime(1970, 1, 1, 3, tzinfo=UTC)
     csv = tmp_path / "fmt.csv"
-    csv.write_text("user_id,timestamp,behavior\na,01/05/2024 08:00,x\na,01/05/2024 09:15,y\n")
+    csv.write_text(
+        "user_id,timestamp,behavior\na,01/05/2024 08:00,x\na,01/05/2024 09:15,y\n"
+        "a,01/05/2024 09:30,x\na,01/05/2024 10:45,y\n"
+    )
     ds = _prepare(read_generic(csv, time_format="%d/%m/%Y %H:%M"), tmp_path / "fmt")
-    assert ds.samples("test")[0].now == datetime(2024, 5, 1, 9, 15)
+    assert ds.samples("test")[0].now == datetime(2024, 5, 1, 10, 45)
 
 
 def test_tz_aware_parquet_column(tmp_path: Path) -> None:
@@ -139,6 +142,7 @@ a,2024-01-01T10:00:00,y
 ,2024-01-01T11:00:00,x
 a,,x
 a,2024-01-01T12:00:00,x
+a,2024-01-01T13:00:00,y
 """
 
 
@@ -161,7 +165,7 @@ def test_bad_rows_are_skipped_and_counted_with_file_line_value(tmp_path: Path) -
     assert ex["duplicate row"] == [f"{csv} line 6: 'y'"]
     assert ex["missing user id"][0].startswith(f"{csv} line 7:")
     assert ex["missing timestamp"][0].startswith(f"{csv} line 8:")
-    assert ds.stats["input_rows"] == 8 and ds.stats["events"] == 3
+    assert ds.stats["input_rows"] == 9 and ds.stats["events"] == 4
     assert "unparsable timestamp: 1" in (ds.root / "stats.md").read_text()
 
 
@@ -190,7 +194,7 @@ def test_keep_duplicates(tmp_path: Path) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text(BAD)
     ds = _prepare(read_generic(csv), tmp_path / "d", keep_duplicates=True)
-    assert "duplicate row" not in ds.stats["skipped_rows"] and ds.stats["events"] == 4
+    assert "duplicate row" not in ds.stats["skipped_rows"] and ds.stats["events"] == 5
 
 
 def test_invalid_files(tmp_path: Path) -> None:
