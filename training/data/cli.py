@@ -113,6 +113,13 @@ def _register_prepare(data_sub: Any) -> None:
         help="smartthings: keep '*:refresh refresh' polls and 'None:location' events "
         "(filtered by default: no user acts there)",
     )
+    d.add_argument(
+        "--no-chain",
+        action="store_true",
+        help="smartthings: keep each window a separate sequence with only its last action a "
+        "target (the authors' protocol, --split dataset); by default windows are chained back "
+        "into per-user sequences, every action a target once",
+    )
     o = p.add_argument_group("preparation options (default: PrepareConfig)")
     o.add_argument("--history-len", type=int, help="K: previous events per sample [10]")
     o.add_argument("--min-history", type=int, help="events a user must have before a target [1]")
@@ -167,7 +174,7 @@ def _config(args: argparse.Namespace) -> Any:
     from training.data.config import PrepareConfig, load_config_file
 
     values: dict[str, Any] = {}
-    if args.format == "smartthings":
+    if args.format == "smartthings" and args.no_chain:
         values["split"] = "dataset"  # one target per window: only the authors' split applies
     if args.format == "context-trails":
         # A venue without a category: the second most frequent label of Petaling Jaya, and a
@@ -189,11 +196,14 @@ def _run_prepare(args: argparse.Namespace) -> int:
     from training.data.readers import read_context_trails, read_generic, read_smartthings
 
     config = _config(args)
-    if args.format == "smartthings" and config.split != "dataset":
+    if args.format == "smartthings" and args.no_chain and config.split != "dataset":
         raise InputError(
-            "--split: SmartThings windows are separate 10-action sequences with one target "
-            "each, so only --split dataset (the authors' split) applies"
+            "--split: with --no-chain SmartThings windows are separate 10-action sequences "
+            "with one target each, so only --split dataset (the authors' split) applies; drop "
+            "--no-chain to chain the windows into per-user sequences"
         )
+    if args.no_chain and args.format != "smartthings":
+        raise InputError("--no-chain applies to --format smartthings only")
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise InputError(f"--out: {args.out} already exists and is not empty (pass --overwrite)")
     if args.times_are_utc and args.format == "smartthings":
@@ -215,7 +225,10 @@ def _run_prepare(args: argparse.Namespace) -> int:
             )
         elif args.format == "smartthings":
             loaded = read_smartthings(
-                args.input, keep_automatic=args.keep_automatic, strict=config.strict
+                args.input,
+                keep_automatic=args.keep_automatic,
+                chain=not args.no_chain,
+                strict=config.strict,
             )
         else:
             if args.weather or args.keep_automatic:

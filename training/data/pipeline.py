@@ -156,7 +156,14 @@ def prepare_events(
     labels = events["label"].to_numpy(dtype=object)[target_rows]
     hit_rule = pd.Series(raw).map(rules.rule).to_numpy(dtype=object)
     dropped = pd.isna(labels)
-    keep = ~dropped & ~no_split
+    # A rare behavior folded into a placeholder parent (e.g. a category under UNKNOWN) is no
+    # more useful a prediction than the placeholder itself.
+    folded = pd.Series(labels).isin(config.not_a_target).to_numpy() & ~dropped
+    for name in config.not_a_target:
+        n = int((folded & (labels == name)).sum())
+        if n:
+            not_a_target[f"{name} (a rare behavior's parent)"] = n
+    keep = ~dropped & ~no_split & ~folded
     samples = pd.DataFrame(
         {
             "split": split[keep],

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from behaviorlm.errors import InputError
+from training.data.chains import chain_windows
 from training.data.events import ORDER, TARGET_OK, SkipLog, canonicalize, require_columns
 
 FORMATS = ("generic", "context-trails", "smartthings")
@@ -222,17 +223,17 @@ _WINDOW_LEN = 10
 
 
 def read_smartthings(
-    path: Path, *, keep_automatic: bool = False, strict: bool = False
+    path: Path, *, keep_automatic: bool = False, chain: bool = True, strict: bool = False
 ) -> LoadedLog:
-    """Windows of 10 consecutive actions -> one short sequence per window.
+    """SmartThings windows of 10 consecutive actions -> per-user sequences.
 
-    The windows slide over the users' logs, so an action appears in up to ten windows but is
-    the *last* action of exactly one: only the last position is a target, which makes every
-    real action a target once. Earlier positions are its history. Context: ``weekday`` and
-    ``hours`` (the 3-hour bin); there are no timestamps. The authors' trn/vld/test split is
-    the window's ``split``. Automatic ``*:refresh refresh`` polls and ``None:location`` events
-    are removed unless ``keep_automatic``; a window whose last action was removed gives no
-    target (counted).
+    ``chain`` (the default): windows are chained back into the users' sequences
+    (:mod:`training.data.chains`), so every action is a target once with its real history,
+    and a chronological split per sequence applies; each action keeps the authors' split of
+    the window whose last action it is (``--split dataset``). ``chain=False``: one sequence
+    per window, only its last action a target (the authors' protocol). Context: ``weekday``
+    and ``hours`` (the 3-hour bin); there are no timestamps. Automatic ``*:refresh refresh``
+    polls and ``None:location`` events are removed unless ``keep_automatic`` (counted).
     """
     file = _dataset_file(path, "windows.csv.gz", "--input")
     frame, _, _ = read_table(file)
@@ -240,7 +241,7 @@ def read_smartthings(
     require_columns(frame, {c: c for c in cols}, str(file))
     skips = SkipLog(strict=strict)
     lines = np.arange(2, len(frame) + 2)
-    raw_info = {
+    raw_info: dict[str, Any] = {
         "windows_in_file": int(frame.groupby(["split", "window_id"]).ngroups),
         "action_types_in_file": int(frame["action"].nunique()),
     }
@@ -252,48 +253,74 @@ def read_smartthings(
             f"{file} line {lines[i]}: position {frame['position'].iloc[i]!r} "
             f"is not an integer in 0..{_WINDOW_LEN - 1}"
         )
+    frame = frame.assign(position=position.astype("int64"), _line=lines)
+    action = frame["action"].astype("string").str.strip()
+    automatic = (
+        action.str.endswith(_AUTOMATIC_SUFFIX).fillna(False).to_numpy()
+        | (action == _LOCATION).fillna(False).to_numpy()
+    )
+    last = frame["position"].to_numpy() == _WINDOW_LEN - 1
+    # What one target per window would give (the count before chaining).
+    raw_info["targets_one_per_window"] = int((last & (keep_automatic | ~automatic)).sum())
+    if chain:
+        frame, report = chain_windows(frame.assign(_automatic=automatic))
+        raw_info["chains"] = report.to_json()
+        automatic = frame["_automatic"].to_numpy(dtype=bool)
+        user_col, split_col = "_chain", "_split"
+        target_ok = np.ones(len(frame), dtype=bool)
+    else:
+        frame = frame.assign(
+            _window=frame["split"].astype(str) + ":" + frame["window_id"].astype(str),
+            _automatic=automatic,
+        )
+        user_col, split_col = "_window", "split"
+        target_ok = last
+    if not keep_automatic:
+        _count_automatic(frame, skips)
+        if not chain:  # a window whose last action is filtered gives no target
+            lost = set(frame.loc[automatic & target_ok, "_window"])
+            orphan = frame["_window"].isin(lost).to_numpy() & ~automatic
+            skips.add(
+                "action of a window whose last action was filtered (no target)", int(orphan.sum())
+            )
+            automatic = automatic | orphan
+        frame, target_ok = frame[~automatic], target_ok[~automatic]
+    if not chain:
+        order = np.lexsort((frame["position"].to_numpy(), frame["_window"].to_numpy()))
+        frame, target_ok = frame.iloc[order], target_ok[order]
     frame = frame.assign(
-        _window=frame["split"].astype(str) + ":" + frame["window_id"].astype(str),
         weekday=frame["day_of_week"].str.removeprefix("day:"),
         hours=_hour_bin(frame["hour_bin"]),
-        _pos=position.astype("int64"),
-        _line=lines,
     )
-    action = frame["action"].astype("string").str.strip()
-    is_last = frame["_pos"] == _WINDOW_LEN - 1
-    if not keep_automatic:
-        auto = action.str.endswith(_AUTOMATIC_SUFFIX).fillna(False).to_numpy()
-        location = (action == _LOCATION).fillna(False).to_numpy()
-        lost_last = set(frame.loc[(auto | location) & is_last.to_numpy(), "_window"])
-        skips.add("automatic '*:refresh refresh' poll (filtered)", int(auto.sum()))
-        skips.add("'None:location' event (filtered)", int(location.sum()))
-        frame = frame[~(auto | location)]
-        orphan = frame["_window"].isin(lost_last).to_numpy()
-        skips.add(
-            "action of a window whose last action was filtered (no target)", int(orphan.sum())
-        )
-        frame = frame[~orphan]
-    frame = frame.sort_values(["_window", "_pos"], kind="stable")
     events = canonicalize(
         frame,
         source=str(file),
-        user_col="_window",
+        user_col=user_col,
         behavior_col="action",
         parent_col="device" if "device" in frame else None,
         context_cols=["weekday", "hours"],
-        split_col="split",
+        split_col=split_col,
         lines=frame["_line"].to_numpy(),
         skips=skips,
     )
-    events[TARGET_OK] = frame["_pos"].to_numpy()[events[ORDER].to_numpy()] == _WINDOW_LEN - 1
+    events[TARGET_OK] = target_ok[events[ORDER].to_numpy()]
     name = file.parent.name if path.is_dir() else file.name.split(".")[0]
     info = {
         **raw_info,
         "format": "smartthings",
         "keep_automatic": keep_automatic,
-        "windows": int(pd.Series(frame["_window"]).nunique()),
+        "chained": chain,
+        "sequences": int(pd.Series(frame[user_col]).nunique()),
     }
     return LoadedLog(events, skips, str(file), len(lines), name, info)
+
+
+def _count_automatic(frame: pd.DataFrame, skips: SkipLog) -> None:
+    action = frame["action"].astype("string").str.strip()
+    auto = action.str.endswith(_AUTOMATIC_SUFFIX).fillna(False).to_numpy()
+    location = (action == _LOCATION).fillna(False).to_numpy()
+    skips.add("automatic '*:refresh refresh' poll (filtered)", int(auto.sum()))
+    skips.add("'None:location' event (filtered)", int(location.sum()))
 
 
 def _hour_bin(raw: pd.Series) -> pd.Series:

@@ -124,6 +124,7 @@ def test_errors_are_one_line(
             str(out),
             "--split",
             "leave-one-out",
+            "--no-chain",
         ]
     )
     assert rc == 2 and "only --split dataset" in capsys.readouterr().err

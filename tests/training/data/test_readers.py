@@ -234,7 +234,7 @@ def test_smartthings_windows(tmp_path: Path) -> None:
     ]
     path = tmp_path / "windows.csv.gz"
     path.write_bytes(gzip.compress(_windows(rows).encode()))
-    loaded = read_smartthings(tmp_path)
+    loaded = read_smartthings(tmp_path, chain=False)
     ds = _prepare(loaded, tmp_path / "d", split="dataset", min_count=1)
     assert [ds.num_samples(s) for s in ds.splits()] == [2, 1, 1]
     first = ds.samples("train")[0]
@@ -247,9 +247,55 @@ def test_smartthings_windows(tmp_path: Path) -> None:
     assert skipped["automatic '*:refresh refresh' poll (filtered)"] == 3
     assert skipped["'None:location' event (filtered)"] == 1
     assert skipped["action of a window whose last action was filtered (no target)"] == 9
-    kept = read_smartthings(path, keep_automatic=True)
+    kept = read_smartthings(path, keep_automatic=True, chain=False)
     ds = _prepare(kept, tmp_path / "k", split="dataset", min_count=1)
     assert ds.num_samples("train") == 3
+
+
+def _slide(actions: list[str], start_id: int, splits: list[str]) -> list[tuple[int, str, list]]:
+    """The sliding windows of one user's actions, with shuffled ids (not in time order)."""
+    n = len(actions) - 9
+    ids = [start_id + n - 1 - i for i in range(n)]  # later windows get smaller ids
+    return [(ids[i], splits[i % len(splits)], actions[i : i + 10]) for i in range(n)]
+
+
+def test_smartthings_windows_chain_into_sequences(tmp_path: Path) -> None:
+    poll = "Television:refresh refresh"
+    user1 = [f"Light:level {i}" if i % 4 else poll for i in range(16)]  # 7 windows
+    user2 = [f"Blind:open {i}" for i in range(12)]  # 3 windows
+    rows = _slide(user1, 0, ["trn", "trn", "vld", "test"]) + _slide(user2, 100, ["vld", "test"])
+    (tmp_path / "windows.csv.gz").write_bytes(gzip.compress(_windows(rows).encode()))
+    loaded = read_smartthings(tmp_path)
+    chains = loaded.info["chains"]
+    assert chains["sequences"] == 2 and chains["windows_chained_to_a_predecessor"] == 6 + 2
+    assert chains["sequence_length"]["max"] == 16 and loaded.info["targets_one_per_window"] == 9
+    ds = _prepare(loaded, tmp_path / "c", split="leave-one-out", min_count=0)
+    # every user-facing action once, in time order, polls only in the skip counts
+    seqs: dict[str, list[str]] = {}
+    for split in ds.splits():
+        for s in ds.samples(split):
+            seqs.setdefault(s.user_id, []).append(s.target)
+    got = sorted(len(v) for v in seqs.values())
+    assert got == [11, len([a for a in user1 if a != poll]) - 1]
+    (test1,) = [s for s in ds.samples("test") if "Light" in (s.target or "")]
+    assert test1.target == "Light:level 15"
+    assert [e.behavior for e in test1.history][-2:] == ["Light:level 13", "Light:level 14"]
+    assert ds.stats["skipped_rows"]["automatic '*:refresh refresh' poll (filtered)"] == 4
+    # The authors' split on the chained sequences: each action keeps its window's split;
+    # the first window's first 9 actions belong to no window as a last action.
+    with_split = read_smartthings(tmp_path)
+    ds = _prepare(with_split, tmp_path / "d", split="dataset", min_count=0)
+    assert sum(ds.num_samples(s) for s in ds.splits()) == 9  # one per window, minus a poll
+
+
+def test_smartthings_without_train_windows(tmp_path: Path) -> None:
+    """No trn windows: chained and split in time order it trains; the authors' split cannot."""
+    rows = _slide([f"Light:level {i}" for i in range(20)], 0, ["vld", "test"])
+    (tmp_path / "windows.csv.gz").write_bytes(gzip.compress(_windows(rows).encode()))
+    ds = _prepare(read_smartthings(tmp_path), tmp_path / "c", split="ratio", min_count=0)
+    assert ds.num_samples("train") >= 12 and ds.vocabulary.names
+    with pytest.raises(InputError, match=r"no training samples.*--split leave-one-out or"):
+        _prepare(read_smartthings(tmp_path), tmp_path / "d", split="dataset", min_count=0)
 
 
 def test_smartthings_needs_its_columns(tmp_path: Path) -> None:
