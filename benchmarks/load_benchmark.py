@@ -213,7 +213,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(args: argparse.Namespace, adapter: Path, log: Path) -> tuple[Any, str]:
+def start_server(
+    args: argparse.Namespace, adapter: Path, log: Path, env_overrides: dict[str, str] | None = None
+) -> tuple[Any, str]:
+    """``behaviorlm serve`` on a free loopback port; ``env_overrides`` replace (or, set to "",
+    remove) the BEHAVIORLM_* settings below."""
     port = _free_port()
     env = {
         **os.environ,
@@ -230,6 +234,11 @@ def start_server(args: argparse.Namespace, adapter: Path, log: Path) -> tuple[An
         "BEHAVIORLM_REQUEST_DEADLINE_S": "120",
         "BEHAVIORLM_LOG_LEVEL": "warning",
     }
+    for key, value in (env_overrides or {}).items():
+        if value:
+            env[key] = value
+        else:
+            env.pop(key, None)
     if args.threads is not None:
         env["OMP_NUM_THREADS"] = str(args.threads)
     proc = subprocess.Popen(

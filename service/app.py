@@ -20,7 +20,7 @@ from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.routers import admin, health, models, predict
-from service.runtime import Runtime
+from service.runtime import EngineFactory, Runtime, build_engine
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.app")
@@ -34,10 +34,14 @@ DESCRIPTION = (
 
 
 def create_app(
-    settings: ServiceSettings, on_startup_failure: Callable[[str], None] | None = None
+    settings: ServiceSettings,
+    on_startup_failure: Callable[[str], None] | None = None,
+    engine_factory: EngineFactory = build_engine,
 ) -> FastAPI:
     """The app; ``on_startup_failure(detail)`` is called if the engine or an adapter fails to
-    load (``behaviorlm serve`` then stops the server and exits with the error)."""
+    load (``behaviorlm serve`` then stops the server and exits with the error).
+    ``engine_factory`` builds the engine from the settings (tests wrap the real engine in one
+    that injects faults)."""
     metrics = ServiceMetrics()
 
     async def start(runtime: Runtime) -> None:
@@ -47,7 +51,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings, metrics)
+        runtime = Runtime(settings, metrics, engine_factory)
         app.state.runtime = runtime
         starting = asyncio.create_task(start(runtime), name="runtime-start")
         try:

@@ -22,6 +22,9 @@ from service.metrics import ServiceMetrics
 log = logging.getLogger("service.batcher")
 
 ScoreFn = Callable[[Sequence[ScoreRequest]], list[ScoreResult]]
+# (predictions, seconds, full batch?) of each engine call that succeeded: the admission's
+# rate estimate.
+ObserveFn = Callable[[int, float, bool], None]
 
 
 @dataclass
@@ -33,9 +36,15 @@ class _Item:
 
 class MicroBatcher:
     def __init__(
-        self, score: ScoreFn, max_size: int, max_wait_s: float, metrics: ServiceMetrics
+        self,
+        score: ScoreFn,
+        max_size: int,
+        max_wait_s: float,
+        metrics: ServiceMetrics,
+        observe: ObserveFn | None = None,
     ) -> None:
         self._score = score
+        self._observe = observe
         self._max_size = max_size
         self._max_wait_s = max_wait_s
         self._metrics = metrics
@@ -114,6 +123,9 @@ class MicroBatcher:
             return
         finally:
             self._metrics.engine_latency.observe(time.perf_counter() - started)
+        if self._observe is not None:
+            elapsed = time.perf_counter() - started
+            self._observe(len(live), elapsed, len(live) >= self._max_size)
         for item, result in zip(live, results, strict=True):
             _resolve(item, result=result)
 

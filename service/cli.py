@@ -22,10 +22,12 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--max-batch-items", "max_batch_items", {"type": int}),
     ("--request-deadline-s", "request_deadline_s", {"type": float}),
     ("--max-queue", "max_queue", {"type": int}),
+    ("--admission-margin", "admission_margin", {"type": float}),
+    ("--recovery-interval-s", "recovery_interval_s", {"type": float}),
     ("--batch-max-size", "batch_max_size", {"type": int}),
     ("--batch-max-wait-ms", "batch_max_wait_ms", {"type": float}),
     ("--merge-adapter", "merge_adapter", {"action": argparse.BooleanOptionalAction}),
-    ("--dtype", "dtype", {"choices": ["auto", "float32", "bfloat16", "float16"]}),
+    ("--dtype", "dtype", {"choices": ["auto", "float32", "bfloat16"]}),
     ("--log-level", "log_level", {"choices": ["debug", "info", "warning", "error"]}),
     ("--shutdown-grace-s", "shutdown_grace_s", {"type": float}),
 )
@@ -51,6 +53,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help_text = f"{info.description} (env BEHAVIORLM_{field.upper()}; default {default})"
         p.add_argument(flag, dest=field, default=None, help=help_text, **extra)
     p.set_defaults(func=_serve)
+
+
+def _draining_server_class() -> type:
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn that turns readiness 503 the moment SIGTERM/SIGINT arrives, so requests
+        still reaching it over kept-alive connections get 503 + Retry-After (never a hang)
+        while the in-flight ones finish within the grace period."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            runtime = getattr(self.config.app.state, "runtime", None)
+            if runtime is not None:
+                runtime.set_draining(True)
+            super().handle_exit(sig, frame)
+
+    return DrainingServer
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -79,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
     )
-    server = uvicorn.Server(config)
+    server = _draining_server_class()(config)
     server.run()
     if failure:
         raise EngineError(f"the service failed to start: {failure[0]}")

@@ -99,6 +99,11 @@ class ServiceMetrics:
             "client gone)",
             registry=r,
         )
+        self.engine_errors = Counter(
+            "behaviorlm_engine_errors",
+            "engine calls that failed (each answered 503; the service recovers by canary)",
+            registry=r,
+        )
         self.ready = Gauge("behaviorlm_ready", "1 when the service is ready", registry=r)
 
     def render(self) -> bytes:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from behaviorlm.manifest import AdapterManifest
 from behaviorlm.prompt import render_prompt
 from behaviorlm.scoring import AdapterSpec, ScoreRequest, ScoreResult, ScoringEngine
 from service.adapters import discover_adapters, pick_default, resolve_inside
+from service.admission import Admission
 from service.batcher import MicroBatcher
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
@@ -32,8 +34,9 @@ from service.settings import ServiceSettings
 
 log = logging.getLogger("service.runtime")
 
-State = Literal["loading", "ready", "failed", "draining", "stopped"]
-RETRY_AFTER_S = "1"
+State = Literal["loading", "ready", "failed", "recovering", "draining", "stopped"]
+# Builds (engine, kind) from the settings; create_app's seam for tests that inject faults.
+EngineFactory = Callable[[ServiceSettings], tuple[ScoringEngine, str]]
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,15 @@ def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
 
 
 class Runtime:
-    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        metrics: ServiceMetrics,
+        engine_factory: EngineFactory = build_engine,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self._engine_factory = engine_factory
         self.state: State = "loading"
         self.detail: str | None = "engine loading"
         self.engine: ScoringEngine | None = None
@@ -106,20 +115,26 @@ class Runtime:
         self._admin_lock = asyncio.Lock()
         self._load_counter = 0
         self._retired: set[asyncio.Task[None]] = set()
+        self._recovery: asyncio.Task[None] | None = None
+        self._engine_calls = 0  # direct (vLLM) engine calls running now
+        self.admission = Admission(settings.max_queue, settings.admission_margin, 0.0)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load engine and adapters, run the canary; failures leave the service not ready."""
         try:
-            engine, kind = await asyncio.to_thread(build_engine, self.settings)
+            engine, kind = await asyncio.to_thread(self._engine_factory, self.settings)
             self.engine, self.engine_kind = engine, kind
             if kind != "vllm":
+                wait_s = self.settings.batch_max_wait_ms / 1000
+                self.admission.fill_wait_s = wait_s
                 self._batcher = MicroBatcher(
                     self._score_locked,
                     self.settings.batch_max_size,
-                    self.settings.batch_max_wait_ms / 1000,
+                    wait_s,
                     self.metrics,
+                    observe=self.admission.observe,
                 )
                 self._batcher.start()
             found = discover_adapters(self.settings.models_dir, self.settings.adapters)
@@ -151,7 +166,8 @@ class Runtime:
         )
 
     async def _canary(self) -> None:
-        """One real prediction through the whole path before declaring readiness."""
+        """A full batch of real predictions through the whole path before declaring readiness;
+        its timing warms the admission's estimate at the rate the engine has under load."""
         assert self.default_adapter is not None
         served = self.served[self.default_adapter]
         names = [e.name for e in served.manifest.vocabulary[:3]]
@@ -162,9 +178,14 @@ class Runtime:
                 "top_k": 1,
             }
         )
-        result = await self.score(self.prepare(req, where="canary"))
-        if not result.probs.size or not abs(float(result.probs.sum()) - 1.0) < 1e-3:
-            raise BehaviorLMError(f"canary prediction gave invalid probabilities: {result.probs}")
+        prepared = self.prepare(req, where="canary")
+        copies = self.settings.batch_max_size
+        results = await asyncio.gather(*(self.score(prepared) for _ in range(copies)))
+        for result in results:
+            if not result.probs.size or not abs(float(result.probs.sum()) - 1.0) < 1e-3:
+                raise BehaviorLMError(
+                    f"canary prediction gave invalid probabilities: {result.probs}"
+                )
 
     async def close(self) -> None:
         """Drain: refuse new work, let in-flight predictions finish (up to the grace), stop."""
@@ -174,6 +195,8 @@ class Runtime:
         self.metrics.ready.set(0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.settings.shutdown_grace_s)
+        if self._recovery is not None:
+            self._recovery.cancel()
         if self._batcher is not None:
             await self._batcher.close()
         for task in list(self._retired):
@@ -294,16 +317,21 @@ class Runtime:
                 raise ApiError(422, str(exc), type="unknown_candidate", field=where) from exc
         return behaviors, frozenset(unknown)
 
+    def deadline_for(self, requested_ms: int | None) -> float:
+        """The deadline of a request in seconds: the client's (X-Deadline-Ms), capped by the
+        server's ``request_deadline_s``."""
+        server = self.settings.request_deadline_s
+        return server if requested_ms is None else min(server, requested_ms / 1000)
+
     @contextlib.asynccontextmanager
-    async def admit(self, n: int) -> AsyncIterator[None]:
-        """Reserve room for ``n`` predictions, or refuse with 429 when the queue is full."""
-        if self._inflight + n > self.settings.max_queue:
-            self.metrics.rejected.labels("overloaded").inc(n)
+    async def admit(self, n: int, deadline_s: float) -> AsyncIterator[None]:
+        """Reserve room for ``n`` predictions that must finish within ``deadline_s``, or refuse
+        them at once with 429 + Retry-After (``service.admission`` has the rule)."""
+        refusal = self.admission.check(self._inflight, n, deadline_s)
+        if refusal is not None:
+            self.metrics.rejected.labels(refusal.reason).inc(n)
             raise ApiError(
-                429,
-                f"server busy: {self._inflight} predictions in flight (limit "
-                f"{self.settings.max_queue}); retry shortly",
-                headers={"Retry-After": RETRY_AFTER_S},
+                429, refusal.message, headers={"Retry-After": str(refusal.retry_after_s)}
             )
         self._inflight += n
         self._idle.clear()
@@ -317,22 +345,26 @@ class Runtime:
                 self._idle.set()
 
     async def score(self, prepared: Prepared) -> ScoreResult:
-        """Score one prepared request (cancelling it drops or aborts the engine work)."""
+        """Score one prepared request (cancelling it drops or aborts the engine work). An
+        engine failure becomes 503 and starts recovery; a request the engine finds invalid
+        becomes 422."""
         assert self.engine is not None
         key = prepared.served.key
         self._refs[key] += 1
         try:
-            if self._batcher is not None:
-                result = await self._batcher.submit(prepared.score)
-            else:
-                started = time.perf_counter()
-                result = await self.engine.ascore(prepared.score)
-                self.metrics.engine_latency.observe(time.perf_counter() - started)
-                self.metrics.batch_size.observe(1)
+            result = await self._engine_score(prepared.score)
         except asyncio.CancelledError:
-            if self._batcher is None:
-                self.metrics.abandoned.inc()
             raise
+        except InputError as exc:
+            raise ApiError(422, str(exc)) from exc
+        except Exception as exc:
+            self.engine_failed(exc)
+            raise ApiError(
+                503,
+                f"engine error: {type(exc).__name__}: {exc}; the service is recovering",
+                type="engine_error",
+                headers={"Retry-After": str(math.ceil(self.settings.recovery_interval_s))},
+            ) from exc
         finally:
             self._refs[key] -= 1
         adapter = prepared.served.name
@@ -343,6 +375,57 @@ class Runtime:
         if prepared.untrained:
             self.metrics.untrained_candidates.labels(adapter).inc(len(prepared.untrained))
         return result
+
+    async def _engine_score(self, request: ScoreRequest) -> ScoreResult:
+        assert self.engine is not None
+        if self._batcher is not None:
+            return await self._batcher.submit(request)
+        # vLLM schedules concurrent requests itself: one request's share of the engine is its
+        # latency divided by the requests running beside it.
+        self._engine_calls += 1
+        concurrent = self._engine_calls
+        started = time.perf_counter()
+        try:
+            result = await self.engine.ascore(request)
+        except asyncio.CancelledError:
+            self.metrics.abandoned.inc()
+            raise
+        finally:
+            self._engine_calls -= 1
+        elapsed = time.perf_counter() - started
+        self.metrics.engine_latency.observe(elapsed)
+        self.metrics.batch_size.observe(1)
+        self.admission.observe(1, elapsed / concurrent, full=True)
+        return result
+
+    # ---- engine faults ---------------------------------------------------------------------
+
+    def engine_failed(self, exc: BaseException) -> None:
+        """Not ready until a canary passes again (every ``recovery_interval_s``)."""
+        self.metrics.engine_errors.inc()
+        if self.state not in ("ready", "recovering"):
+            return
+        if self.state == "ready":
+            self.state = "recovering"
+            self.detail = f"engine error ({type(exc).__name__}: {exc}); retrying a canary"
+            self.metrics.ready.set(0)
+            log.error("engine error; not ready until a canary passes", extra={"error": str(exc)})
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        while self.state == "recovering":
+            await asyncio.sleep(self.settings.recovery_interval_s)
+            if self.state != "recovering":
+                return
+            try:
+                await self._canary()
+            except Exception as exc:  # still broken: try again later
+                log.warning("canary failed; still not ready", extra={"error": str(exc)})
+                continue
+            self.state, self.detail = "ready", None
+            self.metrics.ready.set(1)
+            log.info("canary passed; ready again")
 
     def _score_locked(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         assert self.engine is not None

@@ -71,7 +71,24 @@ class ServiceSettings(BaseSettings):
         10.0, gt=0, description="per-request deadline; past it: 504 and the engine work dropped"
     )
     max_queue: int = Field(
-        256, gt=0, description="predictions waiting or running at once; beyond: 429 + Retry-After"
+        256,
+        gt=0,
+        description="hard cap on predictions waiting or running at once; beyond: 429 + "
+        "Retry-After (below it, admission by expected completion time applies)",
+    )
+    admission_margin: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="admit a request only if its predictions are expected to finish within "
+        "deadline * (1 - margin), from the engine's measured seconds per prediction and the "
+        "work ahead; else 429 at once with Retry-After",
+    )
+    recovery_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="after an engine error (503, not ready): seconds between canary "
+        "predictions until one passes and the service is ready again",
     )
     # 8, not more: on a CPU a forward is already compute-bound at a few prompts, so larger
     # batches add latency without throughput (benchmarks/load_benchmark.py).
@@ -86,7 +103,9 @@ class ServiceSettings(BaseSettings):
         description="transformers engine: merge the default adapter into the weights (about 2x "
         "faster on CPU; then only that adapter is served)",
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    # float16 is not offered: both engines accept only bfloat16 and float32, and a setting
+    # an engine rejects after the server listens is worse than one refused here.
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="model dtype ('auto': the engine's choice)"
     )
     log_level: LogLevel = Field("info", description="log level of the JSON logs")

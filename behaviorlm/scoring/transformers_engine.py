@@ -141,9 +141,19 @@ class TransformersEngine(ScoringEngine):
             else:
                 if spec.name in self._specs:
                     self._peft.delete_adapter(spec.name)
-                self._peft.load_adapter(
-                    str(spec.path), adapter_name=spec.name, autocast_adapter_dtype=False
-                )
+                try:
+                    self._peft.load_adapter(
+                        str(spec.path), adapter_name=spec.name, autocast_adapter_dtype=False
+                    )
+                except Exception as exc:
+                    # peft injects the adapter's layers before reading its weights: a corrupt
+                    # file would leave a half-loaded adapter behind, scoring with random LoRA.
+                    if spec.name in self._peft.peft_config:
+                        self._peft.delete_adapter(spec.name)
+                    raise EngineError(
+                        f"{spec.path}: adapter weights could not be loaded "
+                        f"({type(exc).__name__}: {exc})"
+                    ) from exc
                 self._peft.eval()
             self._specs[spec.name] = spec
 

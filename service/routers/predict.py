@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import ValidationError
 
-from behaviorlm.errors import BehaviorLMError
 from behaviorlm.scoring import ScoreResult
 from service.auth import require_api_key
 from service.errors import ApiError, describe_validation
@@ -50,43 +50,59 @@ def _result(prepared: Prepared, result: ScoreResult) -> PredictResult:
     )
 
 
-def _deadline_error(runtime: Runtime) -> ApiError:
+# A client's own deadline, capped by the server's: used for admission and for the abort.
+DeadlineHeader = Annotated[
+    int | None,
+    Header(
+        alias="X-Deadline-Ms",
+        gt=0,
+        le=3_600_000,
+        description="this request's deadline in milliseconds (capped by the server's "
+        "request_deadline_s); admission refuses at once (429) what cannot finish within it",
+    ),
+]
+
+
+def _deadline_error(runtime: Runtime, deadline_s: float) -> ApiError:
     runtime.metrics.rejected.labels("deadline").inc()
     return ApiError(
-        504,
-        f"prediction not finished within the {runtime.settings.request_deadline_s:g} s "
-        "deadline; it was abandoned",
+        504, f"prediction not finished within the {deadline_s:g} s deadline; it was abandoned"
     )
-
-
-async def _score(runtime: Runtime, prepared: Prepared) -> ScoreResult:
-    try:
-        return await runtime.score(prepared)
-    except BehaviorLMError as exc:
-        raise ApiError(500, f"engine error: {exc}", type="engine_error") from exc
 
 
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS)
 @router.post("/v1/predict", response_model=PredictResponse, responses=ERRORS)
-async def predict(body: PredictRequest, request: Request, runtime: RuntimeDep) -> PredictResponse:
+async def predict(
+    body: PredictRequest,
+    request: Request,
+    runtime: RuntimeDep,
+    x_deadline_ms: DeadlineHeader = None,
+) -> PredictResponse:
     """Top-k next behaviors of one user, with probabilities."""
     runtime.require_ready()
     log_fields(request, history_events=len(body.history), adapter=body.adapter)
     prepared = runtime.prepare(body)
-    async with runtime.admit(1):
+    deadline_s = runtime.deadline_for(x_deadline_ms)
+    async with runtime.admit(1, deadline_s):
         try:
-            async with asyncio.timeout(runtime.settings.request_deadline_s):
-                result = await _score(runtime, prepared)
+            async with asyncio.timeout(deadline_s):
+                result = await runtime.score(prepared)
         except TimeoutError:
-            raise _deadline_error(runtime) from None
+            raise _deadline_error(runtime, deadline_s) from None
     return PredictResponse(
         request_id=request.scope["state"]["request_id"], **dict(_result(prepared, result))
     )
 
 
 @router.post("/v1/predict/batch", response_model=BatchResponse, responses=ERRORS)
-async def predict_batch(body: BatchRequest, request: Request, runtime: RuntimeDep) -> BatchResponse:
-    """Many predictions in one call; a bad item gets an error, the others their results."""
+async def predict_batch(
+    body: BatchRequest,
+    request: Request,
+    runtime: RuntimeDep,
+    x_deadline_ms: DeadlineHeader = None,
+) -> BatchResponse:
+    """Many predictions in one call; a bad item gets an error, the others their results. The
+    batch is admitted or refused (429) as a whole."""
     runtime.require_ready()
     limit = runtime.settings.max_batch_items
     if len(body.items) > limit:
@@ -108,19 +124,18 @@ async def predict_batch(body: BatchRequest, request: Request, runtime: RuntimeDe
             )
         except ApiError as exc:
             out[i].error = ItemError(**exc.body())
+    deadline_s = runtime.deadline_for(x_deadline_ms)
     if prepared:
-        async with runtime.admit(len(prepared)):
-            tasks = {i: asyncio.create_task(_score(runtime, p)) for i, p in prepared.items()}
-            _, pending = await asyncio.wait(
-                tasks.values(), timeout=runtime.settings.request_deadline_s
-            )
+        async with runtime.admit(len(prepared), deadline_s):
+            tasks = {i: asyncio.create_task(runtime.score(p)) for i, p in prepared.items()}
+            _, pending = await asyncio.wait(tasks.values(), timeout=deadline_s)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
             for i, task in tasks.items():
                 if task in pending:
-                    out[i].error = ItemError(**_deadline_error(runtime).body())
+                    out[i].error = ItemError(**_deadline_error(runtime, deadline_s).body())
                 elif isinstance(task.exception(), ApiError):
                     out[i].error = ItemError(**task.exception().body())  # type: ignore[union-attr]
                 elif task.exception() is not None:

@@ -20,13 +20,14 @@ class ServerThread:
     """uvicorn serving ``create_app(settings)`` in a thread; ``stop()`` is a graceful shutdown
     (the same path as SIGTERM: stop accepting, finish in-flight requests, close the engine)."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, engine_factory: Any = None) -> None:
         import uvicorn
 
         from service.app import create_app
 
         self.failure: list[str] = []
-        self.app = create_app(settings, on_startup_failure=self._failed)
+        extra = {"engine_factory": engine_factory} if engine_factory is not None else {}
+        self.app = create_app(settings, on_startup_failure=self._failed, **extra)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))

@@ -110,7 +110,18 @@ def test_entrypoint_execs_serve_which_drains_on_sigterm(
             lambda: "behaviorlm_queue_depth 1.0" in httpx.get(url + "/metrics").text,
             what="request queued",
         )
-        proc.send_signal(signal.SIGTERM)
+        # A client on a kept-alive connection sends another request after SIGTERM: 503 at
+        # once (readiness too), never a hang; new connections are refused once uvicorn closes
+        # its socket.
+        with httpx.Client(base_url=url, timeout=10) as kept:
+            assert kept.get("/health/ready").status_code == 200
+            proc.send_signal(signal.SIGTERM)
+            try:
+                late = kept.post("/v1/predict", json={"history": history(3)})
+                assert late.status_code == 503, late.text
+                assert late.json()["error"]["type"] == "unavailable"
+            except httpx.TransportError:
+                pass  # the connection was closed first: also a clear refusal
         t.join()
         assert result["r"].status_code == 200, result["r"].text
         # uvicorn re-raises the captured SIGTERM once its graceful shutdown is done.

@@ -92,7 +92,7 @@ def test_deadline_504_and_full_queue_429(tight: ServerThread) -> None:
         what="abandoned request dropped",
     )
     assert _metric(tight.url, "behaviorlm_batch_size_count") == scored_before
-    assert _metric(tight.url, 'behaviorlm_rejected_predictions_total{reason="overloaded"}') >= 1
+    assert _metric(tight.url, 'behaviorlm_rejected_predictions_total{reason="queue_full"}') >= 1
     assert _metric(tight.url, 'behaviorlm_rejected_predictions_total{reason="deadline"}') >= 1
     assert _metric(tight.url, "behaviorlm_queue_depth") == 0
 
