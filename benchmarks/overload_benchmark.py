@@ -63,6 +63,7 @@ class Report:
     history_events: int
     capacity_per_s: float
     phases: list[Phase] = field(default_factory=list)
+    server_peak_rss_mb: float | None = None
 
 
 @dataclass
@@ -108,9 +109,7 @@ async def _send(client: Any, body: dict[str, Any]) -> Outcome:
 def _client(url: str) -> Any:
     import httpx
 
-    return httpx.AsyncClient(
-        base_url=url, timeout=60, limits=httpx.Limits(max_connections=1024)
-    )
+    return httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=1024))
 
 
 async def capacity(url: str, bodies: list[dict[str, Any]], clients: int, n: int) -> float:
@@ -176,6 +175,17 @@ def summarise(name: str, outs: list[Outcome], seconds: float, offered: float | N
     )
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """The server's peak resident memory (VmHWM; Linux), for sizing container requests."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def run(args: argparse.Namespace) -> Report:
     histories, names = load_histories(args.data, args.history, 64)
     tmp = Path(tempfile.mkdtemp(prefix="overload-bench-"))
@@ -206,6 +216,7 @@ def run(args: argparse.Namespace) -> Report:
             phase.goodput_share = round(phase.goodput_per_s / cap, 3)
             report.phases.append(phase)
             print(f"[overload] {phase}", flush=True)
+        report.server_peak_rss_mb = peak_rss_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -237,6 +248,7 @@ def print_report(r: Report) -> None:
             f"{ph.goodput_per_s:>9.2f}{share:>7}"
         )
     print("(latencies in ms; RA: 429s that carried Retry-After)")
+    print(f"server peak RSS: {r.server_peak_rss_mb} MB")
 
 
 def write_outputs(r: Report, out: Path) -> None:

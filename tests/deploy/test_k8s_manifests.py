@@ -56,8 +56,9 @@ def test_deployments_match_the_service() -> None:
         env = {e["name"]: e.get("value") for e in container["env"]}
         unknown = {k for k in env if k.startswith("BEHAVIORLM_")} - fields
         assert not unknown, unknown
+        given = {k.removeprefix("BEHAVIORLM_").lower(): v for k, v in env.items() if v}
         settings = ServiceSettings(
-            **{k.removeprefix("BEHAVIORLM_").lower(): v for k, v in env.items() if v and k in fields}
+            **{k: v for k, v in given.items() if f"BEHAVIORLM_{k.upper()}" in fields}
         )
         pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert pod["spec"]["terminationGracePeriodSeconds"] > settings.shutdown_grace_s + pre_stop
