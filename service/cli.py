@@ -64,7 +64,8 @@ def _draining_server_class() -> type:
         while the in-flight ones finish within the grace period."""
 
         def handle_exit(self, sig: int, frame: Any) -> None:
-            runtime = getattr(self.config.app.state, "runtime", None)
+            app: Any = self.config.app
+            runtime = getattr(app.state, "runtime", None)
             if runtime is not None:
                 runtime.set_draining(True)
             super().handle_exit(sig, frame)
