@@ -180,9 +180,7 @@ def test_engine_error_is_503_then_ready_after_a_canary(
         assert httpx.get(srv.url + "/health/ready").status_code == 503
     finally:
         engine.failing.clear()
-    wait_until(
-        lambda: httpx.get(srv.url + "/health/ready").status_code == 200, what="ready again"
-    )
+    wait_until(lambda: httpx.get(srv.url + "/health/ready").status_code == 200, what="ready again")
     assert httpx.post(srv.url + "/v1/predict", json={"history": history(3)}).status_code == 200
     metrics = httpx.get(srv.url + "/metrics").text
     assert "behaviorlm_engine_errors_total" in metrics

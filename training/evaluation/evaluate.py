@@ -312,6 +312,7 @@ def score_result(res: SystemResult, true: np.ndarray, vocab: Any) -> dict[str, A
         "params": res.params,
         "seconds": round(res.seconds, 2),
         "metrics": M.compute_metrics(res.probs, true, anchor),
+        "intervals": M.bootstrap_intervals(res.probs, true, anchor),
         "per_behavior": M.per_behavior(res.probs, true, vocab.names, vocab.counts, anchor),
         "reliability": M.reliability(res.probs, true),
     }

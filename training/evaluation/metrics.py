@@ -223,3 +223,67 @@ def reliability(
     pred = top1(probs)
     confidence = probs[np.arange(len(true)), pred]
     return reliability_bins(confidence, (pred == true).astype(np.float64), bins)
+
+
+# Metrics given a 95% bootstrap interval: (subset, metric). Macro-F1 of the tail rests on a few
+# correct predictions of rare classes, so its interval is the one to read before a ranking.
+INTERVAL_METRICS = (
+    ("overall", "accuracy"),
+    ("overall", "hr@5"),
+    ("overall", "macro_f1"),
+    ("overall", "weighted_f1"),
+    ("anchor", "macro_f1"),
+    ("tail", "macro_f1"),
+    ("tail", "hr@5"),
+)
+BOOTSTRAP_RESAMPLES = 200
+
+
+def bootstrap_intervals(
+    probs: np.ndarray,
+    true: np.ndarray,
+    anchor: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """{"subset.metric": [low, high]}: the 2.5% and 97.5% percentiles of each metric of
+    INTERVAL_METRICS over ``resamples`` resamples of the test samples with replacement (the
+    same resamples for every system with the same ``seed`` and sample count, so systems are
+    compared on the same draws)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    true = np.asarray(true, dtype=np.int64)
+    anchor = np.asarray(anchor, dtype=bool)
+    check_inputs(probs, true, anchor)
+    n, v = probs.shape
+    if n == 0:
+        return {}
+    pred = top1(probs)
+    rank = ranks(probs, true)
+    classes = np.arange(v)
+    subsets = {"overall": classes, "anchor": classes[anchor], "tail": classes[~anchor]}
+    is_anchor_sample = anchor[true]
+    rng = np.random.default_rng(seed)
+    values: dict[str, list[float]] = {f"{s}.{m}": [] for s, m in INTERVAL_METRICS}
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        t, p, r = true[idx], pred[idx], rank[idx]
+        per = PerClass.from_predictions(p, t, v)
+        averages = {s: _averages(per, c) for s, c in subsets.items()}
+        masks = {
+            "overall": np.ones(n, dtype=bool),
+            "anchor": is_anchor_sample[idx],
+            "tail": ~is_anchor_sample[idx],
+        }
+        for subset, metric in INTERVAL_METRICS:
+            if metric in ("accuracy", "hr@5"):
+                sel = masks[subset]
+                hit = (p[sel] == t[sel]) if metric == "accuracy" else (r[sel] <= 5)
+                value = float(hit.mean()) if sel.any() else float("nan")
+            else:
+                value = averages[subset][metric]
+            values[f"{subset}.{metric}"].append(value)
+    return {
+        key: [float(np.nanpercentile(vals, 2.5)), float(np.nanpercentile(vals, 97.5))]
+        for key, vals in values.items()
+        if not np.all(np.isnan(vals))
+    }

@@ -99,6 +99,22 @@ def main_table(systems: Sequence[dict[str, Any]], with_samples: bool = False) ->
     return _table(rows, header)
 
 
+def interval_table(systems: Sequence[dict[str, Any]]) -> list[str]:
+    """Each INTERVAL_METRICS value with its 95% bootstrap interval over test samples."""
+    from training.evaluation.metrics import INTERVAL_METRICS
+
+    header = ["system", *(f"{sub} {key}" for sub, key in INTERVAL_METRICS)]
+    rows = []
+    for s in systems:
+        row = [s["name"].replace("|", "/")]
+        for sub, key in INTERVAL_METRICS:
+            lo_hi = s.get("intervals", {}).get(f"{sub}.{key}")
+            value = fmt(s["metrics"][sub][key])
+            row.append(f"{value} [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else value)
+        rows.append(row)
+    return _table(rows, header)
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     data, ev = report["data"], report["evaluation"]
     lines = [
@@ -124,6 +140,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Main table",
         "",
         *main_table(report["systems"]),
+        "",
+        "## 95% bootstrap intervals (over test samples)",
+        "",
+        "Percentiles 2.5 / 97.5 of 200 resamples of the evaluated samples with replacement, the "
+        "same resamples for every system. Overlapping intervals do not rank two systems.",
+        "",
+        *interval_table(report["systems"]),
         "",
         "## Details",
         "",

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from training.evaluation import metrics as M
 from training.evaluation.metrics import (
     compute_metrics,
     expected_calibration_error,
@@ -117,3 +118,30 @@ def test_bad_shapes_are_named() -> None:
         compute_metrics(PROBS, TRUE, np.array([True, False]))
     with pytest.raises(ValueError, match="true indices"):
         compute_metrics(PROBS, np.array([0, 1, 2, 3]), ANCHOR)
+
+
+def test_bootstrap_intervals_cover_the_value_and_shrink_with_samples() -> None:
+    rng = np.random.default_rng(1)
+    v = 6
+    anchor = np.array([True, True, False, False, False, False])
+
+    def system(n: int) -> tuple[np.ndarray, np.ndarray]:
+        true = rng.integers(0, v, n)
+        logits = rng.normal(size=(n, v))
+        logits[np.arange(n), true] += 1.5  # better than chance, not perfect
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return probs, true
+
+    probs, true = system(400)
+    full = M.compute_metrics(probs, true, anchor)
+    small = M.bootstrap_intervals(probs, true, anchor, resamples=100)
+    assert set(small) == {f"{s}.{m}" for s, m in M.INTERVAL_METRICS}
+    for key, (lo, hi) in small.items():
+        subset, metric = key.split(".")
+        assert lo <= full[subset][metric] <= hi, key
+    # the same draws twice: the same intervals
+    assert M.bootstrap_intervals(probs, true, anchor, resamples=100) == small
+    probs4, true4 = system(4000)
+    large = M.bootstrap_intervals(probs4, true4, anchor, resamples=100)
+    width = {k: hi - lo for k, (lo, hi) in small.items()}
+    assert all(large[k][1] - large[k][0] < width[k] for k in small)
