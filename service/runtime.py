@@ -10,25 +10,21 @@ import asyncio
 import contextlib
 import logging
 import math
-import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from behaviorlm.errors import BehaviorLMError, InputError
-from behaviorlm.events import Event, check_sorted, normalize_behavior
 from behaviorlm.manifest import AdapterManifest
-from behaviorlm.prompt import render_prompt
 from behaviorlm.scoring import AdapterSpec, ScoreRequest, ScoreResult, ScoringEngine
 from service.adapters import discover_adapters, pick_default, resolve_inside
 from service.admission import Admission
 from service.batcher import MicroBatcher
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
+from service.predictor import Prepared, Served, prepare
 from service.schemas import PredictRequest
 from service.settings import ServiceSettings
 
@@ -37,41 +33,6 @@ log = logging.getLogger("service.runtime")
 State = Literal["loading", "ready", "failed", "recovering", "draining", "stopped"]
 # Builds (engine, kind) from the settings; create_app's seam for tests that inject faults.
 EngineFactory = Callable[[ServiceSettings], tuple[ScoringEngine, str]]
-
-
-@dataclass(frozen=True)
-class Served:
-    """An adapter as requests see it: the public name and the engine's key for this version."""
-
-    name: str
-    key: str
-    manifest: AdapterManifest
-    vocabulary: frozenset[str]
-    anchors: frozenset[str]
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A validated prediction request, ready to score."""
-
-    served: Served
-    score: ScoreRequest
-    top_k: int
-    unknown_history: int
-    history_used: int
-    untrained: frozenset[str] = frozenset()
-    user_id: str | None = None
-
-
-def default_now(history: Sequence[Event]) -> datetime | None:
-    """Now in the timezone of the last timestamped event (naive if it is naive); None when the
-    history has no timestamps (such logs carry coarse time in their context instead)."""
-    last = next((e.timestamp for e in reversed(history) if e.timestamp is not None), None)
-    if last is None:
-        return None
-    if last.tzinfo is None:
-        return datetime.now(UTC).replace(tzinfo=None)
-    return datetime.now(last.tzinfo)
 
 
 def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
@@ -110,8 +71,6 @@ class Runtime:
         self._idle = asyncio.Event()
         self._idle.set()
         self._batcher: MicroBatcher | None = None
-        # The transformers engine is not thread-safe across score/load: one at a time.
-        self._engine_lock = threading.Lock()
         self._admin_lock = asyncio.Lock()
         self._load_counter = 0
         self._retired: set[asyncio.Task[None]] = set()
@@ -129,8 +88,9 @@ class Runtime:
             if kind != "vllm":
                 wait_s = self.settings.batch_max_wait_ms / 1000
                 self.admission.fill_wait_s = wait_s
+                # The engine serialises its own calls (score, load, unload): one lock, there.
                 self._batcher = MicroBatcher(
-                    self._score_locked,
+                    engine.score_batch,
                     self.settings.batch_max_size,
                     wait_s,
                     self.metrics,
@@ -235,87 +195,8 @@ class Runtime:
 
     def prepare(self, req: PredictRequest, where: str = "") -> Prepared:
         """Check a request against the served adapters and render its prompt."""
-        prefix = f"{where}." if where else ""
-        if len(req.history) > self.settings.max_history_events:
-            raise ApiError(
-                422,
-                f"history has {len(req.history)} events; this server accepts at most "
-                f"{self.settings.max_history_events}",
-                field=f"{prefix}history",
-            )
-        name = req.adapter or self.default_adapter
-        served = self.served.get(name or "")
-        if served is None:
-            raise ApiError(
-                404,
-                f"unknown adapter {req.adapter!r}; loaded: {sorted(self.served)}",
-                type="adapter_not_found",
-                field=f"{prefix}adapter",
-            )
-        history = []
-        for i, e in enumerate(req.history):
-            behavior = normalize_behavior(e.behavior)
-            if not behavior:
-                raise ApiError(422, "behavior is blank", field=f"{prefix}history[{i}].behavior")
-            history.append(Event(behavior, e.timestamp, dict(e.context)))
-        zones = {e.timestamp.tzinfo is None for e in history if e.timestamp is not None}
-        if len(zones) > 1:
-            raise ApiError(
-                422,
-                "history mixes timestamps with and without a UTC offset; use one kind",
-                field=f"{prefix}history",
-            )
-        try:
-            check_sorted(history, f"{prefix}history")
-        except BehaviorLMError as exc:
-            raise ApiError(422, str(exc), field=f"{prefix}history") from exc
-        now = req.now if req.now is not None else default_now(history)
-        # The prompt shows the last K events, as training and evaluation read them.
-        keep = served.manifest.history_events
-        if keep is not None:
-            history = history[-keep:]
-        prompt = render_prompt(history, now, dict(req.now_context))
-        behaviors, untrained = self._candidates(req, served, prefix)
-        unknown_history = sum(1 for e in history if e.behavior not in served.vocabulary)
-        return Prepared(
-            served=served,
-            score=ScoreRequest(prompt=prompt, behaviors=behaviors, adapter=served.key),
-            top_k=req.top_k,
-            unknown_history=unknown_history,
-            history_used=len(history),
-            untrained=untrained,
-            user_id=req.user_id,
-        )
-
-    def _candidates(
-        self, req: PredictRequest, served: Served, prefix: str
-    ) -> tuple[tuple[str, ...], frozenset[str]]:
-        """The behaviors to score and those of them outside the adapter's vocabulary."""
-        if req.candidates is None:
-            return tuple(e.name for e in served.manifest.vocabulary), frozenset()
-        behaviors = tuple(dict.fromkeys(normalize_behavior(c) for c in req.candidates))
-        where = f"{prefix}candidates"
-        blank = [i for i, c in enumerate(req.candidates) if not normalize_behavior(c)]
-        if blank:
-            raise ApiError(422, "candidate is blank", field=f"{where}[{blank[0]}]")
-        unknown = [c for c in behaviors if c not in served.vocabulary]
-        if unknown and not req.allow_new_behaviors:
-            shown = ", ".join(repr(u) for u in unknown[:10])
-            more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
-            raise ApiError(
-                422,
-                f"candidates not in adapter {served.name!r}'s vocabulary: {shown}{more}; set "
-                "allow_new_behaviors: true to score new behaviors by their names",
-                type="unknown_candidate",
-                field=where,
-            )
-        if unknown:
-            assert self.engine is not None
-            try:  # two names with the same label tokens cannot be told apart
-                self.engine.label_head(behaviors)
-            except InputError as exc:
-                raise ApiError(422, str(exc), type="unknown_candidate", field=where) from exc
-        return behaviors, frozenset(unknown)
+        assert self.engine is not None
+        return prepare(req, self.served, self.default_adapter, self.settings, self.engine, where)
 
     def deadline_for(self, requested_ms: int | None) -> float:
         """The deadline of a request in seconds: the client's (X-Deadline-Ms), capped by the
@@ -427,11 +308,6 @@ class Runtime:
             self.metrics.ready.set(1)
             log.info("canary passed; ready again")
 
-    def _score_locked(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        assert self.engine is not None
-        with self._engine_lock:
-            return self.engine.score_batch(requests)
-
     # ---- adapters --------------------------------------------------------------------------
 
     async def load_adapter(self, name: str, path: Path) -> tuple[Served, Served | None, float]:
@@ -445,7 +321,7 @@ class Runtime:
                 self._load_counter += 1
                 key = f"{name}@{manifest.version}#{self._load_counter}"
                 spec = AdapterSpec(name=key, path=path, manifest=manifest)
-                await asyncio.to_thread(self._locked, self.engine.load_adapter, spec)
+                await asyncio.to_thread(self.engine.load_adapter, spec)
             except Exception:
                 self.metrics.adapter_loads.labels(name, "load_failed").inc()
                 raise
@@ -486,13 +362,9 @@ class Runtime:
         while self._refs[old.key] > 0:
             await asyncio.sleep(0.05)
         assert self.engine is not None
-        await asyncio.to_thread(self._locked, self.engine.unload_adapter, old.key)
+        await asyncio.to_thread(self.engine.unload_adapter, old.key)
         del self._refs[old.key]
         self.metrics.adapter_loads.labels(old.name, "unloaded").inc()
         log.info(
             "adapter version retired", extra={"adapter": old.name, "version": old.manifest.version}
         )
-
-    def _locked(self, fn: Any, *args: Any) -> Any:
-        with self._engine_lock:
-            return fn(*args)

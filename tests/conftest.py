@@ -53,3 +53,22 @@ def tiny_adapters(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> 
         manifest = make_random_adapter(tiny_model, path, seed=i, name=f"a{i}", history_events=6)
         specs.append(AdapterSpec(name=f"a{i}", path=path, manifest=manifest))
     return specs
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests need CUDA: skipped, saying so, everywhere else (CI has no GPU)."""
+    import importlib.util
+
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    has_cuda = False
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none here)")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)

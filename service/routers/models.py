@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from service.auth import require_api_key
+from service.predictor import Served
 from service.routers import ERRORS, RuntimeDep
-from service.runtime import Served
 from service.schemas import ModelInfo, ModelsResponse, VocabularyItem
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])

@@ -8,46 +8,21 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import ValidationError
 
-from behaviorlm.scoring import ScoreResult
 from service.auth import require_api_key
 from service.errors import ApiError, describe_validation
+from service.predictor import Prepared, to_result
 from service.routers import ERRORS, RuntimeDep, log_fields
-from service.runtime import Prepared, Runtime
+from service.runtime import Runtime
 from service.schemas import (
     BatchItem,
     BatchRequest,
     BatchResponse,
     ItemError,
-    Prediction,
     PredictRequest,
     PredictResponse,
-    PredictResult,
 )
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
-
-
-def _result(prepared: Prepared, result: ScoreResult) -> PredictResult:
-    served = prepared.served
-    return PredictResult(
-        predictions=[
-            Prediction(
-                behavior=b,
-                probability=min(1.0, max(0.0, p)),
-                anchor=b in served.anchors,
-                trained=b not in prepared.untrained,
-            )
-            for b, p in result.top(prepared.top_k)
-        ],
-        label_mass=float(result.label_mass),
-        model=served.name,
-        adapter_version=served.manifest.version,
-        stage=served.manifest.stage,
-        base_model=served.manifest.base_model.id,
-        unknown_history_behaviors=prepared.unknown_history,
-        history_events_used=prepared.history_used,
-        user_id=prepared.user_id,
-    )
 
 
 # A client's own deadline, capped by the server's: used for admission and for the abort.
@@ -90,7 +65,7 @@ async def predict(
         except TimeoutError:
             raise _deadline_error(runtime, deadline_s) from None
     return PredictResponse(
-        request_id=request.scope["state"]["request_id"], **dict(_result(prepared, result))
+        request_id=request.scope["state"]["request_id"], **dict(to_result(prepared, result))
     )
 
 
@@ -141,7 +116,7 @@ async def predict_batch(
                 elif task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
                 else:
-                    out[i].result = _result(prepared[i], task.result())
+                    out[i].result = to_result(prepared[i], task.result())
     return BatchResponse(
         request_id=request.scope["state"]["request_id"],
         results=out,

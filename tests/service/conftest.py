@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-# The test modules here import their shared helpers as a top-level module (tests/ has no
-# __init__.py, and pytest may use importlib mode, which adds no test directory to sys.path).
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from service_helpers import ServerThread, make_models_dir, settings_for
+from tests.service.service_helpers import ServerThread, make_models_dir, settings_for
 
 
 @pytest.fixture(scope="session")

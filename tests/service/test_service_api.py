@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from service_helpers import ServerThread, history
 
 from service.logs import JsonFormatter
+from tests.service.service_helpers import ServerThread, history
 
 VOCAB = {
     "Coffee Shop",

@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import history, models_dir_with_foreign_adapter, wait_until
+
+from tests.service.service_helpers import history, models_dir_with_foreign_adapter, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"

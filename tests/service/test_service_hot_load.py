@@ -9,7 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import ADMIN_TOKEN, ServerThread, history, settings_for, wait_until
+
+from tests.service.service_helpers import (
+    ADMIN_TOKEN,
+    ServerThread,
+    history,
+    settings_for,
+    wait_until,
+)
 
 ADMIN = {"X-Admin-Token": ADMIN_TOKEN}
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import (
+
+from tests.service.service_helpers import (
     ADMIN_TOKEN,
     ServerThread,
     history,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from service_helpers import ServerThread
+
+from tests.service.service_helpers import ServerThread
 
 OPENAPI = Path(__file__).resolve().parents[2] / "openapi.yaml"
 

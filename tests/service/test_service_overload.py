@@ -18,9 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import ADMIN_TOKEN, ServerThread, history, settings_for, wait_until
 
 from service.admission import Admission
+from tests.service.service_helpers import (
+    ADMIN_TOKEN,
+    ServerThread,
+    history,
+    settings_for,
+    wait_until,
+)
 
 
 class ControlledEngine:

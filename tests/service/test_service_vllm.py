@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import ServerThread, history, settings_for
+
+from tests.service.service_helpers import ServerThread, history, settings_for
 
 pytestmark = [
     pytest.mark.slow,

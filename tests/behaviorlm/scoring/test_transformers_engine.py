@@ -193,3 +193,22 @@ def test_factory(tiny_model: Any) -> None:
         choose_kind("onnx")
     eng = make_engine("transformers", tiny_model, dtype="float32", batch_size=4)
     assert isinstance(eng, TransformersEngine) and eng.batch_size == 4
+
+
+@pytest.mark.gpu
+def test_cuda_engine_matches_the_cpu_engine(
+    engine: TransformersEngine, tiny_model: Any, tiny_adapters: list[AdapterSpec]
+) -> None:
+    """The same adapters on a CUDA device give the CPU engine's probabilities (float32)."""
+    cuda = TransformersEngine(tiny_model, dtype="float32", device="cuda")
+    try:
+        for spec in tiny_adapters:
+            cuda.load_adapter(spec)
+        names = _vocab(tiny_adapters[0])
+        requests = [ScoreRequest(p, names, a) for p in PROMPTS for a in ("a0", "a1", None)]
+        for on_gpu, on_cpu in zip(
+            cuda.score_batch(requests), engine.score_batch(requests), strict=True
+        ):
+            np.testing.assert_allclose(on_gpu.probs, on_cpu.probs, atol=1e-4)
+    finally:
+        cuda.close()
