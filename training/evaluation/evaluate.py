@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from behaviorlm.errors import InputError
+from behaviorlm.options import option
 from training.evaluation import CLASSICAL, GROUPS, KNOWN
 from training.evaluation import metrics as M
 from training.evaluation.calibration import apply_temperature, fit_temperature, logit_adjust
@@ -33,45 +34,83 @@ from training.evaluation.sequences import load_event_arrays, split_sequences
 log = logging.getLogger(__name__)
 
 
+def split_list(text: str) -> tuple[str, ...]:
+    """'a, b,,c' -> ('a', 'b', 'c')."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def parse_taus(text: str) -> tuple[float, ...]:
+    import argparse
+
+    try:
+        return tuple(float(t) for t in split_list(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.5,1, got {text!r}") from exc
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """Fields (each is a ``behaviorlm eval`` flag):
-    data: prepared dataset directory.
-    out: report directory (report.json, report.md, plots, cache/ for resumable LLM scores).
-    runs: training run directories (``models/<run>``) whose adapters are evaluated.
-    systems: names from KNOWN or the group ``classical``; ``adapters`` = every adapter of runs.
-    split: the split evaluated (test by default).
-    max_test_samples: evaluate a seeded random subset of this many samples (None = all).
-    selection: ``uniform`` random subset, or ``anchor-tail`` (half anchor, half tail targets).
-    max_validation_samples: LLM temperature fitting uses at most this many validation samples.
-    seed: subset selection and SASRec seed.
-    last_k: window of ``user-frequency-lastk`` (None = the dataset's history length K).
-    logit_adjust: taus of the post-hoc logit-adjusted variants (empty = none).
-    calibrate: fit a temperature per LLM system on validation NLL and report both.
-    store_calibration: write the fitted temperature into each adapter's manifest.
-    engine / base_model / dtype / batch_size: the scoring engine for LLM systems.
-    sasrec_max_seconds / sasrec_epochs: bounds on SASRec training.
-    """
+    """What ``behaviorlm eval`` runs; each field is its flag (``--help`` is made from them)."""
 
-    data: Path
-    out: Path
-    runs: tuple[Path, ...] = ()
-    systems: tuple[str, ...] = ("classical", "sasrec", "adapters")
-    split: str = "test"
-    max_test_samples: int | None = None
-    selection: str = "uniform"
-    max_validation_samples: int = 1000
-    seed: int = 0
-    last_k: int | None = None
-    logit_adjust: tuple[float, ...] = (1.0,)
-    calibrate: bool = True
-    store_calibration: bool = False
-    engine: str = "auto"
-    base_model: str = "smollm2"
-    dtype: str = "bfloat16"
-    batch_size: int = 32
-    sasrec_max_seconds: float = 240.0
-    sasrec_epochs: int = 8
+    data: Path = option(help="prepared dataset directory (behaviorlm data prepare)")
+    out: Path = option(
+        help="report directory: report.json, report.md, plots, cache/ of LLM scores (resumable)"
+    )
+    runs: tuple[Path, ...] = option(
+        (),
+        nargs="*",
+        parse=Path,
+        help="training run directories models/<run>; every <run>/<stage>/manifest.json is "
+        "evaluated as a system (needs 'adapters' in --systems)",
+    )
+    systems: tuple[str, ...] = option(
+        ("classical", "sasrec", "adapters"),
+        parse=split_list,
+        help=f"comma-separated systems: {', '.join(KNOWN)}, or the group classical "
+        f"({', '.join(GROUPS['classical'])})",
+    )
+    split: str = option("test", help="split to evaluate")
+    max_test_samples: int | None = option(
+        None,
+        help="evaluate a seeded random subset of this many samples (none: all); every system "
+        "sees the same ones",
+    )
+    selection: str = option(
+        "uniform",
+        choices=("uniform", "anchor-tail"),
+        help="with --max-test-samples: a uniform random subset (natural mix), or half "
+        "anchor-target and half tail-target samples (stratified)",
+    )
+    max_validation_samples: int = option(
+        1000, help="validation samples used to fit LLM temperatures"
+    )
+    seed: int = option(0, help="sample subset and SASRec seed")
+    last_k: int | None = option(
+        None, help="window of user-frequency-lastk (none: the dataset's history length)"
+    )
+    logit_adjust: tuple[float, ...] = option(
+        (1.0,),
+        parse=parse_taus,
+        help="comma-separated taus: adds a '+LA<tau>' variant of every system (scores minus "
+        "tau * log training prior); '' for none",
+    )
+    calibrate: bool = option(
+        True,
+        negate="--no-calibrate",
+        help="fit a temperature per LLM system on validation NLL and report both "
+        "(--no-calibrate: do not)",
+    )
+    store_calibration: bool = option(
+        False, help="write each adapter's fitted temperature into its manifest.json"
+    )
+    engine: str = option(
+        "auto", choices=("auto", "transformers", "vllm"), help="scoring engine for LLM systems"
+    )
+    base_model: str = option("smollm2", help="base model: 'smollm2', a model directory or a hub id")
+    dtype: str = option("bfloat16", choices=("bfloat16", "float32"), help="LLM weights dtype")
+    batch_size: int = option(32, help="prompts per engine forward")
+    sasrec_max_seconds: float = option(240.0, help="stop SASRec training after this many seconds")
+    sasrec_epochs: int = option(8, help="at most this many SASRec epochs")
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.systems if s not in KNOWN and s not in GROUPS]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from behaviorlm.errors import InputError
+from behaviorlm.options import option
 from behaviorlm.vocabulary import Vocabulary
 from training.config import Strategy
 from training.evaluation import metrics as M
@@ -36,34 +37,64 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FewShotConfig:
-    """Fields (``behaviorlm eval --fewshot`` flags):
-    data / out: prepared dataset; output directory (adapters in out/k<k>/, fewshot.json/md/png).
-    ks: examples per held-out behavior.
-    holdout: how many tail behaviors to hold out (ignored when ``behaviors`` is given).
-    behaviors: explicit held-out behaviors.
-    strategy / preset / overrides: the training run (``behaviorlm train`` semantics).
-    stage1_from: a finished ``behaviorlm`` run on the same data whose stage 1 (and difficulty
-        scores) every k reuses; only stage 2 is trained (strategy behaviorlm only).
-    other_test_samples: extra test samples of other behaviors in the evaluation set.
-    base_model / engine / dtype / batch_size: model and scoring engine.
-    seed: picks of the k examples and of the other test samples.
-    """
+    """``behaviorlm eval --fewshot``: each field is a flag (``--fewshot-<name>``; data, out,
+    base_model, engine, dtype, batch_size and seed are the eval command's own)."""
 
-    data: Path
-    out: Path
-    ks: tuple[int, ...] = (0, 5, 20)
-    holdout: int = 3
-    behaviors: tuple[str, ...] = ()
-    strategy: Strategy = "balanced"
-    preset: str = "cpu"
-    overrides: tuple[str, ...] = ()
-    stage1_from: Path | None = None
-    other_test_samples: int = 200
-    base_model: str = "smollm2"
-    engine: str = "auto"
-    dtype: str = "bfloat16"
-    batch_size: int = 32
-    seed: int = 0
+    data: Path = option(help="prepared dataset")
+    out: Path = option(help="output directory (adapters in out/k<k>/, fewshot.json/md/png)")
+    ks: tuple[int, ...] = option(
+        (0, 5, 20),
+        flag="--fewshot-ks",
+        parse=lambda t: tuple(int(x) for x in t.split(",")),
+        help="examples per held-out behavior",
+    )
+    holdout: int = option(
+        3,
+        flag="--fewshot-holdout",
+        help="how many tail behaviors to hold out (most test samples first)",
+    )
+    behaviors: tuple[str, ...] = option(
+        (),
+        flag="--fewshot-behaviors",
+        parse=lambda t: tuple(s.strip() for s in t.split(",") if s.strip()),
+        help="comma-separated behaviors to hold out instead",
+    )
+    strategy: Strategy = option(
+        "balanced",
+        flag="--fewshot-strategy",
+        choices=("sft", "balanced", "behaviorlm"),
+        parse=str,
+        help="training strategy of the few-shot adapters (balanced: the k examples are drawn "
+        "as often as any class's, sft: in proportion to k)",
+    )
+    preset: str = option(
+        "cpu", flag="--fewshot-preset", help="training preset (tiny, cpu, gpu or a YAML file)"
+    )
+    overrides: tuple[str, ...] = option(
+        (),
+        flag="--fewshot-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="training config override (repeatable), e.g. baseline.steps=100",
+    )
+    stage1_from: Path | None = option(
+        None,
+        flag="--fewshot-stage1-from",
+        metavar="RUN",
+        help="with --fewshot-strategy behaviorlm: reuse this finished run's stage 1 and "
+        "difficulty scores for every k (stage 1 sees anchors only, so the held-out tail "
+        "behaviors never reach it); only stage 2 is trained",
+    )
+    other_test_samples: int = option(
+        200,
+        flag="--fewshot-other-samples",
+        help="test samples of other behaviors added to the evaluation set",
+    )
+    base_model: str = option("smollm2", help="base model")
+    engine: str = option("auto", help="scoring engine")
+    dtype: str = option("bfloat16", help="model dtype")
+    batch_size: int = option(32, help="prompts per engine forward")
+    seed: int = option(0, help="picks of the k examples and of the other test samples")
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 0 for k in self.ks):
