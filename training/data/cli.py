@@ -6,11 +6,11 @@ import argparse
 import shlex
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from behaviorlm.errors import InputError
+from behaviorlm.options import add_options, dest_of, options_of
 
 _STEPS = 7  # read + the pipeline's steps, for the progress bar
 
@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
 
 
 def _register_prepare(data_sub: Any) -> None:
+    from training.data.config import PrepareConfig
+
     p = data_sub.add_parser(
         "prepare",
         help="event log -> prepared dataset directory",
@@ -120,53 +122,8 @@ def _register_prepare(data_sub: Any) -> None:
         "target (the authors' protocol, --split dataset); by default windows are chained back "
         "into per-user sequences, every action a target once",
     )
-    o = p.add_argument_group("preparation options (default: PrepareConfig)")
-    o.add_argument("--history-len", type=int, help="K: previous events per sample [10]")
-    o.add_argument("--min-history", type=int, help="events a user must have before a target [1]")
-    o.add_argument(
-        "--split",
-        choices=("leave-one-out", "ratio", "dataset"),
-        help="leave-one-out: per user, last target test, previous validation, rest train; "
-        "ratio: per user in time order by --ratios; dataset: the dataset's own split "
-        "(smartthings' default) [leave-one-out]",
-    )
-    o.add_argument("--ratios", help="train,validation,test shares for --split ratio [0.8,0.1,0.1]")
-    o.add_argument(
-        "--min-count", type=int, help="behaviors with fewer training targets go to the fallback [5]"
-    )
-    o.add_argument(
-        "--max-vocab",
-        type=int,
-        help="most labels in the vocabulary, fallback labels included [no limit]",
-    )
-    o.add_argument(
-        "--fallback",
-        choices=("parent", "other", "drop"),
-        help="rare behaviors become their parent category (else --other-label), one "
-        "--other-label bucket, or are dropped as targets [parent]",
-    )
-    o.add_argument("--other-label", help="name of the catch-all label [other]")
-    o.add_argument(
-        "--not-a-target",
-        metavar="NAMES",
-        help="comma-separated placeholder behaviors that stay in histories but are never "
-        "targets [context-trails: UNKNOWN; else none; '' for none]",
-    )
-    o.add_argument(
-        "--anchor-share", type=float, help="labels with a larger training share are anchors [0.01]"
-    )
-    o.add_argument(
-        "--keep-duplicates",
-        action="store_true",
-        default=None,
-        help="keep identical rows (same user, time, behavior, context)",
-    )
-    o.add_argument(
-        "--strict",
-        action="store_true",
-        default=None,
-        help="stop at the first bad row instead of skipping and counting it",
-    )
+    o = p.add_argument_group("preparation options (PrepareConfig fields; --config keys)")
+    add_options(o, PrepareConfig)
     p.set_defaults(func=_run_prepare)
 
 
@@ -182,8 +139,8 @@ def _config(args: argparse.Namespace) -> Any:
         values["not_a_target"] = "UNKNOWN"
     if args.config is not None:
         values.update(load_config_file(args.config))
-    for f in fields(PrepareConfig):
-        flag_value = getattr(args, f.name, None)
+    for f in options_of(PrepareConfig):
+        flag_value = getattr(args, dest_of(f), None)
         if flag_value is not None:
             values[f.name] = flag_value
     return PrepareConfig.from_mapping(values, where=str(args.config or "options"))

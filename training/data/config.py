@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from behaviorlm.errors import InputError
+from behaviorlm.options import option
 from behaviorlm.vocabulary import DEFAULT_ANCHOR_SHARE
 
 SplitMode = Literal["leave-one-out", "ratio", "dataset"]
@@ -17,44 +18,57 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """Options of ``behaviorlm data prepare``; each field is also a ``--flag`` (dashes).
+    """Options of ``behaviorlm data prepare``; each field is its ``--flag`` (dashes), its key in a
+    ``--config`` YAML and its name in stats.json (``--help`` is generated from the fields)."""
 
-    Fields:
-        history_len: K, the number of previous events shown to the model (the paper's window).
-        min_history: events a user must have before an event can be a target.
-        split: ``leave-one-out`` = per user, the last target is test, the one before is
-            validation, the rest train (filled from the end: a user with one target only has a
-            test sample); ``ratio`` = per user, the first ``ratios[0]`` of targets in time are
-            train, the next ``ratios[1]`` validation, the rest test; ``dataset`` = the split
-            column the reader provides (SmartThings' trn/vld/test).
-        ratios: train/validation/test shares for ``split=ratio``.
-        min_count: behaviors with fewer training targets go to the fallback.
-        max_vocab: at most this many labels in the final vocabulary (fallback labels included);
-            the least frequent behaviors beyond it go to the fallback. None = no limit.
-        fallback: what rare behaviors become: ``parent`` (the behavior's parent category when
-            the data has one, else the ``other_label``), ``other`` (one ``other_label`` bucket)
-            or ``drop`` (their samples are removed; they still appear in histories).
-        other_label: the name of the catch-all label.
-        anchor_share: a label with a training share above this is an anchor (paper: 1%).
-        not_a_target: placeholder behaviors (e.g. Context Trails' ``UNKNOWN``, a venue without
-            a category): their events stay in histories, rendered as they are, but are never
-            targets, since predicting them tells a caller nothing; counted in the stats.
-        keep_duplicates: keep rows identical in user, time, behavior and context.
-        strict: stop at the first bad row instead of skipping and counting it.
-    """
-
-    history_len: int = 10
-    min_history: int = 1
-    split: SplitMode = "leave-one-out"
-    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    min_count: int = 5
-    max_vocab: int | None = None
-    fallback: Fallback = "parent"
-    other_label: str = "other"
-    anchor_share: float = DEFAULT_ANCHOR_SHARE
-    not_a_target: tuple[str, ...] = ()
-    keep_duplicates: bool = False
-    strict: bool = False
+    history_len: int = option(
+        10, help="K: previous events shown with each target (the paper's window)"
+    )
+    min_history: int = option(1, help="events a user must have before an event can be a target")
+    split: SplitMode = option(
+        "leave-one-out",
+        parse=str,
+        choices=("leave-one-out", "ratio", "dataset"),
+        help="leave-one-out: per user, the last target is test, the one before validation, the "
+        "rest train (a user with one target has only a test sample); ratio: per user in time "
+        "order by --ratios; dataset: the log's own split column (SmartThings' trn/vld/test)",
+    )
+    ratios: tuple[float, float, float] = option(
+        (0.8, 0.1, 0.1), parse=str, help="train,validation,test shares for --split ratio"
+    )
+    min_count: int = option(5, help="behaviors with fewer training targets go to the fallback")
+    max_vocab: int | None = option(
+        None,
+        help="most labels in the vocabulary, fallback labels included; the least frequent "
+        "behaviors beyond it go to the fallback (none: no limit)",
+    )
+    fallback: Fallback = option(
+        "parent",
+        parse=str,
+        choices=("parent", "other", "drop"),
+        help="what rare behaviors become: their parent category (when the data has one, else "
+        "--other-label), one --other-label bucket, or dropped as targets (they stay in "
+        "histories)",
+    )
+    other_label: str = option("other", help="name of the catch-all label")
+    anchor_share: float = option(
+        DEFAULT_ANCHOR_SHARE, help="a label with a larger training share is an anchor (paper: 1%%)"
+    )
+    not_a_target: tuple[str, ...] = option(
+        (),
+        parse=str,
+        metavar="NAMES",
+        help="comma-separated placeholder behaviors (e.g. Context Trails' UNKNOWN, a venue "
+        "without a category) that stay in histories as they are but are never targets, since "
+        "predicting them tells a caller nothing; counted in the stats (context-trails "
+        "default: UNKNOWN; '' for none)",
+    )
+    keep_duplicates: bool = option(
+        False, help="keep rows identical in user, time, behavior and context"
+    )
+    strict: bool = option(
+        False, help="stop at the first bad row instead of skipping and counting it"
+    )
 
     def __post_init__(self) -> None:
         def bad(flag: str, why: str) -> InputError:

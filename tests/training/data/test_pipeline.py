@@ -169,7 +169,8 @@ def test_placeholder_behaviors_stay_in_histories_but_are_never_targets(tmp_path:
         }
     )
     config = PrepareConfig(history_len=5, min_count=0, not_a_target=("UNKNOWN",))
-    ds = prepare_log(log, tmp_path / "p", config)
+    ds = prepare_log(log, tmp_path / "p", config, name="city")
+    assert ds.stats["name"] == "city"  # not the placeholder's name
     targets = [t for s in ds.splits() for t in ds.targets(s)]
     assert "UNKNOWN" not in targets and "UNKNOWN" not in ds.vocabulary
     assert len(targets) == 3  # y, x, y (the first x has no history)
