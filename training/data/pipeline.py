@@ -159,10 +159,10 @@ def prepare_events(
     # A rare behavior folded into a placeholder parent (e.g. a category under UNKNOWN) is no
     # more useful a prediction than the placeholder itself.
     folded = pd.Series(labels).isin(config.not_a_target).to_numpy() & ~dropped
-    for placeholder in config.not_a_target:  # not `name`: that is the dataset's name
-        n = int((folded & (labels == placeholder)).sum())
+    for placeholder_name in config.not_a_target:  # not `name`: the dataset is called that
+        n = int((folded & (labels == placeholder_name)).sum())
         if n:
-            not_a_target[f"{placeholder} (a rare behavior's parent)"] = n
+            not_a_target[f"{placeholder_name} (a rare behavior's parent)"] = n
     keep = ~dropped & ~no_split & ~folded
     samples = pd.DataFrame(
         {
