@@ -33,6 +33,7 @@ def option(
     default: Any = dataclasses.MISSING,
     *,
     help: str,
+    default_factory: Callable[[], Any] | None = None,
     flag: str | None = None,
     parse: Callable[[str], Any] | None = None,
     choices: Sequence[str] | None = None,
@@ -54,6 +55,8 @@ def option(
     }
     if isinstance(default, list | dict | set):
         raise TypeError("option(): use a tuple (or None) as a mutable default")
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -77,8 +80,14 @@ def _scalar(annotation: Any) -> Any:
     return annotation
 
 
+def default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def _default_text(f: dataclasses.Field[Any]) -> str:
-    value = f.default
+    value = default_of(f)
     if value is dataclasses.MISSING:
         return "required"
     if value is None:

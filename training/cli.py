@@ -9,6 +9,13 @@ from pathlib import Path
 from training.config import STRATEGIES
 
 
+def _wrapped(line: str, width: int = 100) -> str:
+    import textwrap
+
+    indent = " " * (len(line) - len(line.lstrip()) + 4)
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=indent))
+
+
 def epilog() -> str:
     from training.config import config_sections
 
@@ -17,7 +24,7 @@ def epilog() -> str:
         "  stage1.steps=100 stage1.kl_weight=0 subset.per_class_max=50 lora.r=16 threads=1\n"
         "  lora.target_modules=[q_proj,k_proj,v_proj,o_proj]\n"
         "keys (training/config.py and docs/training.md say what each does):\n"
-        + "\n".join(f"  {line}" for line in config_sections())
+        + "\n".join(_wrapped(f"  {line}") for line in config_sections())
         + "\n\nmulti-GPU / multi-node: torchrun --nproc_per_node=N -m training.cli ... (or "
         "accelerate launch);\nbatch_tokens is the global batch, its rows split across processes.\n"
     )

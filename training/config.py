@@ -12,13 +12,14 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
 from behaviorlm.errors import InputError
+from behaviorlm.options import option
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 Strategy = Literal["behaviorlm", "sft", "balanced"]
@@ -34,10 +35,12 @@ def _fail(key: str, value: Any, why: str) -> InputError:
 class LoraSettings:
     """The LoRA adapter (peft). Embeddings and lm_head are never trained, tokens never added."""
 
-    r: int = 8  # rank of the update matrices
-    alpha: int = 16  # scaling numerator (update scaled by alpha / r)
-    dropout: float = 0.05  # dropout on the LoRA input
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # linear layers that get an adapter
+    r: int = option(8, help="rank of the update matrices")
+    alpha: int = option(16, help="scaling numerator (update scaled by alpha / r)")
+    dropout: float = option(0.05, help="dropout on the LoRA input")
+    target_modules: tuple[str, ...] = option(
+        ("q_proj", "v_proj"), help="linear layers that get an adapter"
+    )
 
     def check(self, where: str) -> None:
         if self.r < 1:
@@ -61,18 +64,26 @@ class LoraSettings:
 class StageSettings:
     """One optimisation stage (stage 1, stage 2, or the single stage of sft / balanced)."""
 
-    steps: int = 300  # optimizer steps
-    # Padded tokens per optimizer step (rows x longest row of the batch); every readout in the
-    # batch's rows is a target, so a step trains on ~batch_tokens / tokens-per-event targets.
-    batch_tokens: int = 4096
-    lr: float = 1e-3  # peak AdamW learning rate (after warmup; linear decay to lr_end_ratio)
-    lr_end_ratio: float = 0.1  # final lr as a fraction of lr
-    warmup_steps: int = 10  # linear warmup from 0
-    weight_decay: float = 0.0  # AdamW weight decay on the LoRA matrices
-    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
-    # Knowledge preservation: weight of KL(base || adapted) over the label-word distribution of
-    # the non-target behaviors at each readout (see docs/training.md). 0 = off.
-    kl_weight: float = 0.0
+    steps: int = option(300, help="optimizer steps")
+    batch_tokens: int = option(
+        4096,
+        help="Padded tokens per optimizer step (rows x longest row of the batch); every "
+        "readout in the batch's rows is a target, so a step trains on ~batch_tokens / "
+        "tokens-per-event targets.",
+    )
+    lr: float = option(
+        1e-3, help="peak AdamW learning rate (after warmup; linear decay to lr_end_ratio)"
+    )
+    lr_end_ratio: float = option(0.1, help="final lr as a fraction of lr")
+    warmup_steps: int = option(10, help="linear warmup from 0")
+    weight_decay: float = option(0.0, help="AdamW weight decay on the LoRA matrices")
+    max_grad_norm: float = option(1.0, help="gradient clipping (0 = off)")
+    kl_weight: float = option(
+        0.0,
+        help="Knowledge preservation: weight of KL(base || adapted) over the label-word "
+        "distribution of the non-target behaviors at each readout (see docs/training.md)."
+        " 0 = off.",
+    )
 
     def check(self, where: str) -> None:
         positive = {"steps": self.steps, "batch_tokens": self.batch_tokens, "lr": self.lr}
@@ -97,7 +108,7 @@ class DifficultySettings:
     """Difficulty of every training target under the stage-1 adapter: 1 - p(true behavior),
     from one no-grad pass over the packed rows."""
 
-    batch_tokens: int = 16384  # padded tokens per scoring forward
+    batch_tokens: int = option(16384, help="padded tokens per scoring forward")
 
     def check(self, where: str) -> None:
         if self.batch_tokens < 1:
@@ -109,16 +120,25 @@ class SubsetSettings:
     """The class-balanced subset of stage 2 (and of the ``balanced`` strategy), as per-readout
     loss weights (training/sampling.py)."""
 
-    # M: readouts' worth of weight per behavior (a behavior with fewer keeps all of its own).
-    per_class_max: int = 200
-    # Share of each behavior's M taken hardest-first (difficulty ranked WITHIN the behavior);
-    # the rest are random, so easy samples (and the anchors) are not forgotten.
-    hard_fraction: float = 0.5
-    # Share of the stage's weight that follows the NATURAL distribution (uniform over all
-    # training readouts), added to the balanced subset: anchor replay. At a small step budget a
-    # purely balanced stage 2 moves the prior to the tail and collapses the anchors (measured on
-    # Context Trails: anchor HR@5 0.60 after stage 1 -> 0.26); 0 = the balanced subset alone.
-    natural_fraction: float = 0.0
+    per_class_max: int = option(
+        200,
+        help="M: readouts' worth of weight per behavior (a behavior with fewer keeps all of "
+        "its own).",
+    )
+    hard_fraction: float = option(
+        0.5,
+        help="Share of each behavior's M taken hardest-first (difficulty ranked WITHIN the "
+        "behavior); the rest are random, so easy samples (and the anchors) are not "
+        "forgotten.",
+    )
+    natural_fraction: float = option(
+        0.0,
+        help="Share of the stage's weight that follows the NATURAL distribution (uniform over "
+        "all training readouts), added to the balanced subset: anchor replay. At a small "
+        "step budget a purely balanced stage 2 moves the prior to the tail and collapses "
+        "the anchors (measured on Context Trails: anchor HR@5 0.60 after stage 1 -> "
+        "0.26); 0 = the balanced subset alone.",
+    )
 
     def check(self, where: str) -> None:
         if self.per_class_max < 1:
@@ -133,24 +153,46 @@ class SubsetSettings:
 class TrainConfig:
     """Everything a training run needs besides the data and the base model."""
 
-    seed: int = 0  # seeds sampling, LoRA init and dropout; same seed + config = same weights
-    dtype: Dtype = "bfloat16"  # base model weights and activations (LoRA weights stay fp32)
-    threads: int = 0  # torch CPU threads (0 = torch's default)
-    checkpoint_every: int = 50  # optimizer steps between checkpoints (0 = never)
-    log_every: int = 10  # optimizer steps between loss log lines
-    # Batches are drawn in pools of this many batches, sorted by length within the pool and cut
-    # into batches, so each batch holds rows of (nearly) the same length: little padding.
-    length_pool: int = 16
-    # Most events per packed row (one user's consecutive events; every target in it is read).
-    # Rows of a long history overlap by the dataset's K events so every target keeps >= K.
-    chunk_events: int = 32
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    stage1: StageSettings = field(default_factory=lambda: StageSettings(kl_weight=1.0))
-    difficulty: DifficultySettings = field(default_factory=DifficultySettings)
-    stage2: StageSettings = field(default_factory=StageSettings)
-    subset: SubsetSettings = field(default_factory=SubsetSettings)
-    # The single stage of the ``sft`` and ``balanced`` baselines (same total steps by default).
-    baseline: StageSettings = field(default_factory=lambda: StageSettings(steps=600))
+    seed: int = option(
+        0, help="seeds sampling, LoRA init and dropout; same seed + config = same weights"
+    )
+    dtype: Dtype = option(
+        "bfloat16", help="base model weights and activations (LoRA weights stay fp32)"
+    )
+    threads: int = option(0, help="torch CPU threads (0 = torch's default)")
+    checkpoint_every: int = option(50, help="optimizer steps between checkpoints (0 = never)")
+    log_every: int = option(10, help="optimizer steps between loss log lines")
+    length_pool: int = option(
+        16,
+        help="Batches are drawn in pools of this many batches, sorted by length within the "
+        "pool and cut into batches, so each batch holds rows of (nearly) the same length:"
+        " little padding.",
+    )
+    chunk_events: int = option(
+        32,
+        help="Most events per packed row (one user's consecutive events; every target in it is"
+        " read). Rows of a long history overlap by the dataset's K events so every target"
+        " keeps >= K.",
+    )
+    lora: LoraSettings = option(default_factory=LoraSettings, help="the LoRA adapter")
+    stage1: StageSettings = option(
+        default_factory=lambda: StageSettings(kl_weight=1.0),
+        help="stage 1 of behaviorlm: anchor-target readouts, KL knowledge preservation",
+    )
+    difficulty: DifficultySettings = option(
+        default_factory=DifficultySettings, help="difficulty scoring with the stage-1 adapter"
+    )
+    stage2: StageSettings = option(
+        default_factory=StageSettings, help="stage 2 of behaviorlm: the class-balanced subset"
+    )
+    subset: SubsetSettings = option(
+        default_factory=SubsetSettings, help="the class-balanced subset (stage 2, balanced)"
+    )
+    baseline: StageSettings = option(
+        default_factory=lambda: StageSettings(steps=600),
+        help="The single stage of the ``sft`` and ``balanced`` baselines (same total steps by "
+        "default).",
+    )
 
     def __post_init__(self) -> None:
         if self.dtype not in get_args(Dtype):
@@ -176,18 +218,23 @@ class TrainConfig:
 
 
 def config_sections() -> list[str]:
-    """The config keys, one line per section (the ``behaviorlm train --help`` epilog)."""
+    """One line per config key, ``key (default): help`` (the ``behaviorlm train --help`` list):
+    made from the same fields as the config, its saved YAML and its error messages."""
+    from behaviorlm.options import default_of
+
     hints = typing.get_type_hints(TrainConfig)
-    top: list[str] = []
     lines: list[str] = []
     for f in dataclasses.fields(TrainConfig):
         sub = hints[f.name]
         if dataclasses.is_dataclass(sub):
-            names = ",".join(g.name for g in dataclasses.fields(sub))
-            lines.append(f"{f.name}.{{{names}}}")
+            lines.append(f"{f.name}.*: {f.metadata['help']}")
+            base = default_of(f)
+            for g in dataclasses.fields(sub):
+                value = _plain(getattr(base, g.name))
+                lines.append(f"  {f.name}.{g.name} ({value}): {g.metadata['help']}")
         else:
-            top.append(f.name)
-    return [" ".join(top), *lines]
+            lines.append(f"{f.name} ({_plain(default_of(f))}): {f.metadata['help']}")
+    return lines
 
 
 def _plain(value: Any) -> Any:

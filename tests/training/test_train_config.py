@@ -54,3 +54,25 @@ def test_unknown_preset_lists_known_ones() -> None:
 
 def test_strategies() -> None:
     assert STRATEGIES == ("behaviorlm", "sft", "balanced")
+
+
+def test_every_config_key_is_documented_in_train_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """train --help lists every key of TrainConfig, made from the fields' own help."""
+    import dataclasses
+
+    from behaviorlm.cli import main
+    from training.config import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("help"), f.name
+        value = getattr(TrainConfig(), f.name)
+        keys = (
+            [f"{f.name}.{g.name}" for g in dataclasses.fields(value)]
+            if dataclasses.is_dataclass(value)
+            else [f.name]
+        )
+        for key in keys:
+            assert f"  {key} (" in text, key
