@@ -316,20 +316,7 @@ def _stage(
         set_peft_model_state_dict(ctx.model, saved)
         log.info("%s: already finished in %s, loaded its adapter", name, stage_dir)
         return stage_dir
-    eligible = np.asarray(
-        [r for r, idx in enumerate(ctx.rows.readouts) if (weights[idx] > 0).any()], np.int64
-    )
-    if len(eligible) == 0:
-        raise InputError(f"{name}: no training targets for this stage (e.g. no anchors)")
-    rng = np.random.default_rng([ctx.config.seed, STAGE_SEEDS[name]])
-    batches = plan_batches(
-        ctx.rows.lengths,
-        eligible,
-        settings.batch_tokens,
-        ctx.config.length_pool,
-        settings.steps,
-        rng,
-    )
+    eligible, batches = _plan_stage(ctx, name, settings, weights)
     t0 = time.perf_counter()
     history = run_stage(
         ctx.model,
@@ -360,6 +347,27 @@ def _stage(
         _save_stage(ctx, name, stage_dir, settings, history, seconds, selection)
     ctx.dist.barrier()
     return stage_dir
+
+
+def _plan_stage(
+    ctx: RunContext, name: str, settings: StageSettings, weights: np.ndarray
+) -> tuple[np.ndarray, list[list[int]]]:
+    """The rows this stage can read (those with a readout of weight > 0) and its batches."""
+    eligible = np.asarray(
+        [r for r, idx in enumerate(ctx.rows.readouts) if (weights[idx] > 0).any()], np.int64
+    )
+    if len(eligible) == 0:
+        raise InputError(f"{name}: no training targets for this stage (e.g. no anchors)")
+    rng = np.random.default_rng([ctx.config.seed, STAGE_SEEDS[name]])
+    batches = plan_batches(
+        ctx.rows.lengths,
+        eligible,
+        settings.batch_tokens,
+        ctx.config.length_pool,
+        settings.steps,
+        rng,
+    )
+    return eligible, batches
 
 
 def _pad_id(encoder: PieceEncoder) -> int:
@@ -471,6 +479,27 @@ def reuse_stage1(
     removes tail targets, which stage 1 never trains on): difficulty scores are renumbered and
     those of removed targets dropped.
     """
+    old = _check_reusable(source, out, config, data, subset, source_samples)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / "stage1", out / "stage1")
+    if (source / DIFFICULTY_FILE).exists():
+        _copy_difficulty(source / DIFFICULTY_FILE, out / DIFFICULTY_FILE, subset)
+    if (source / "difficulty.png").exists():
+        shutil.copy2(source / "difficulty.png", out / "difficulty.png")
+    (out / CONFIG_FILE).write_text(config.to_yaml())
+    (out / RUN_FILE).write_text(json.dumps({**old, "stage1_from": str(source)}, indent=1) + "\n")
+    log.info("stage 1 and difficulty reused from %s", source)
+
+
+def _check_reusable(
+    source: Path,
+    out: Path,
+    config: TrainConfig,
+    data: TrainingData,
+    subset: Sequence[int] | None,
+    source_samples: int | None,
+) -> dict[str, Any]:
+    """The source run's run.json, once everything stage 1 depends on is checked to match."""
     if subset is not None and source_samples is None:
         raise ValueError("reuse_stage1: a subset needs source_samples (the full split's size)")
     if not (source / "stage1" / "manifest.json").exists():
@@ -507,15 +536,7 @@ def reuse_stage1(
             f"--stage1-from {source}: its stage 1 was tuned on other anchors "
             f"({sorted(theirs_anchors ^ set(data.vocabulary.anchors))[:5]} differ)"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source / "stage1", out / "stage1")
-    if (source / DIFFICULTY_FILE).exists():
-        _copy_difficulty(source / DIFFICULTY_FILE, out / DIFFICULTY_FILE, subset)
-    if (source / "difficulty.png").exists():
-        shutil.copy2(source / "difficulty.png", out / "difficulty.png")
-    (out / CONFIG_FILE).write_text(config.to_yaml())
-    (out / RUN_FILE).write_text(json.dumps({**old, "stage1_from": str(source)}, indent=1) + "\n")
-    log.info("stage 1 and difficulty reused from %s", source)
+    return dict(old)
 
 
 def _copy_difficulty(source: Path, dest: Path, subset: Sequence[int] | None) -> None:

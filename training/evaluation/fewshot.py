@@ -146,112 +146,146 @@ def training_subset(targets: Sequence[str], held: Sequence[str], k: int, seed: i
     return sorted(int(i) for i in keep)
 
 
-def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
-    from behaviorlm.base_model import resolve_base_model
-    from training.config import load_config
-    from training.data.dataset import PreparedDataset
-    from training.evaluation.systems import LLMSystem, discover_adapters, open_engine, score_samples
-    from training.stages import TrainingData, reuse_stage1, train
+@dataclass(frozen=True)
+class EvalSet:
+    """The few-shot evaluation samples: every test sample of a held-out behavior plus a seeded
+    sample of the others."""
 
-    ds = PreparedDataset.load(cfg.data)
+    samples: Any
+    true: np.ndarray
+    held_cols: list[int]
+
+
+def fewshot_eval_set(ds: Any, held: Sequence[str], cfg: FewShotConfig) -> EvalSet:
     vocab = ds.vocabulary
-    test_targets = ds.targets("test")
-    held = choose_holdout(vocab, test_targets, cfg)
-    log.info("few-shot: holding out %s", held)
-    config = load_config(cfg.preset, cfg.overrides)
-    base = resolve_base_model(cfg.base_model)
-    train_targets = ds.targets("train")
-    full = TrainingData.from_prepared(cfg.data)
-
-    arr = np.asarray(test_targets, dtype=object)
+    arr = np.asarray(ds.targets("test"), dtype=object)
     held_idx = np.flatnonzero(np.isin(arr, held))
     others = np.flatnonzero(~np.isin(arr, held))
     rng = np.random.default_rng([cfg.seed, 99])
     others = rng.choice(others, size=min(cfg.other_test_samples, len(others)), replace=False)
     eval_idx = np.sort(np.concatenate([held_idx, others]))
-    eval_samples = ds.samples("test").take(eval_idx)
     index = {n: i for i, n in enumerate(vocab.names)}
     true = np.array([index[t] for t in arr[eval_idx]], dtype=np.int64)
-    held_cols = [index[n] for n in held]
+    return EvalSet(ds.samples("test").take(eval_idx), true, [index[n] for n in held])
 
+
+def train_k_shot(
+    cfg: FewShotConfig,
+    k: int,
+    held: Sequence[str],
+    ds: Any,
+    full: Any,
+    config: Any,
+    base: Any,
+) -> tuple[Path, dict[str, int], int]:
+    """Train (or resume) the adapter that sees ``k`` examples of each held-out behavior; its
+    run directory, the behaviors' training counts and the number of training samples."""
+    from training.stages import reuse_stage1, train
+
+    vocab = ds.vocabulary
+    train_targets = ds.targets("train")
+    subset = training_subset(train_targets, held, k, cfg.seed)
+    counts = dict(zip(vocab.names, vocab.counts, strict=True))
+    for name in held:
+        counts[name] = min(k, counts[name])
+    data = full.subset(
+        subset,
+        Vocabulary.from_counts(counts, vocab.anchor_share),
+        fewshot={"k": k, "held_out": held},
+    )
+    run_dir = cfg.out / f"k{k}"
+    if not (run_dir / FINAL_STAGE[cfg.strategy] / "manifest.json").exists():
+        if cfg.stage1_from is not None and not run_dir.exists():
+            reuse_stage1(cfg.stage1_from, run_dir, config, data, subset, len(train_targets))
+        train(
+            cfg.strategy,
+            data,
+            base,
+            config,
+            run_dir,
+            run_name=f"fewshot-k{k}",
+            resume=run_dir.exists(),
+        )
+    return run_dir, counts, len(subset)
+
+
+def score_k_shot(cfg: FewShotConfig, k: int, system: Any, evalset: EvalSet, names: Any) -> Any:
+    """Probabilities of the k-shot adapter on the evaluation set (cached under out/cache)."""
+    from training.evaluation.systems import LLMSystem, open_engine, score_samples
+
+    llm = LLMSystem(f"k{k}", system.adapter_dir, system.manifest)
+    engine = open_engine(cfg.engine, cfg.base_model, llm, cfg.dtype, cfg.batch_size)
+    try:
+        return score_samples(engine, llm, evalset.samples, names, cfg.out / "cache", "fewshot")[0]
+    finally:
+        engine.close()
+
+
+def fewshot_row(
+    k: int,
+    system: Any,
+    probs: np.ndarray,
+    evalset: EvalSet,
+    vocab: Vocabulary,
+    counts: dict[str, int],
+    held: Sequence[str],
+    train_samples: int,
+) -> dict[str, Any]:
+    manifest = system.manifest
+    true, held_cols = evalset.true, evalset.held_cols
+    # Rows read by the final stage over the rows it could read: how many times (in
+    # expectation) each of the k examples was a target.
+    passes = manifest.metrics["rows"] / max(manifest.data["stage_rows"], 1)
+    anchor = np.array([vocab.is_anchor(n) for n in vocab.names])
+    per = M.per_behavior(probs, true, vocab.names, vocab.counts, anchor)
+    rank = M.ranks(probs, true)
+    on_held = np.isin(true, held_cols)
+    return {
+        "k": k,
+        "adapter": str(system.adapter_dir),
+        "train_samples": train_samples,
+        "stage_readouts": manifest.data["stage_readouts"],
+        # How often training read a held-out behavior's examples (in expectation): every
+        # readout of a row is trained when the row is, so this is k x the stage's passes.
+        "passes": round(passes, 3),
+        "expected_reads": {n: round(min(k, counts[n]) * passes, 2) for n in held},
+        "train_seconds": manifest.metrics.get("wall_seconds"),
+        "held_out_samples": int(on_held.sum()),
+        "held_out_hr@1": float((rank[on_held] == 1).mean()) if on_held.any() else None,
+        "held_out_hr@5": float((rank[on_held] <= 5).mean()) if on_held.any() else None,
+        "held_out_mean_prob": float(probs[on_held][:, held_cols].sum(axis=1).mean())
+        if on_held.any()
+        else None,
+        "behaviors": [per[c] for c in held_cols],
+        "macro_recall": float(np.mean([per[c]["recall"] for c in held_cols])),
+        "macro_f1": float(np.mean([per[c]["f1"] for c in held_cols])),
+        "overall_accuracy": float((probs.argmax(axis=1) == true).mean()),
+    }
+
+
+def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
+    """Hold out tail behaviors; for each k train an adapter with k examples of each, score it
+    on the held-out behaviors' test samples (plus others), write fewshot.json/md/png."""
+    from behaviorlm.base_model import resolve_base_model
+    from training.config import load_config
+    from training.data.dataset import PreparedDataset
+    from training.evaluation.systems import discover_adapters
+    from training.stages import TrainingData
+
+    ds = PreparedDataset.load(cfg.data)
+    held = choose_holdout(ds.vocabulary, ds.targets("test"), cfg)
+    log.info("few-shot: holding out %s", held)
+    config = load_config(cfg.preset, cfg.overrides)
+    base = resolve_base_model(cfg.base_model)
+    full = TrainingData.from_prepared(cfg.data)
+    evalset = fewshot_eval_set(ds, held, cfg)
     rows = []
     for k in cfg.ks:
-        subset = training_subset(train_targets, held, k, cfg.seed)
-        counts = dict(zip(vocab.names, vocab.counts, strict=True))
-        for name in held:
-            counts[name] = min(k, counts[name])
-        data = full.subset(
-            subset,
-            Vocabulary.from_counts(counts, vocab.anchor_share),
-            fewshot={"k": k, "held_out": held},
-        )
-        run_dir = cfg.out / f"k{k}"
-        if not (run_dir / FINAL_STAGE[cfg.strategy] / "manifest.json").exists():
-            if cfg.stage1_from is not None and not run_dir.exists():
-                reuse_stage1(cfg.stage1_from, run_dir, config, data, subset, len(train_targets))
-            train(
-                cfg.strategy,
-                data,
-                base,
-                config,
-                run_dir,
-                run_name=f"fewshot-k{k}",
-                resume=run_dir.exists(),
-            )
+        run_dir, counts, n_train = train_k_shot(cfg, k, held, ds, full, config, base)
         system = discover_adapters(run_dir)[-1]
-        manifest = system.manifest
-        assert manifest is not None  # discover_adapters only returns trained adapters
-        # Rows read by the final stage over the rows it could read: how many times (in
-        # expectation) each of the k examples was a target.
-        passes = manifest.metrics["rows"] / max(manifest.data["stage_rows"], 1)
-        engine = open_engine(
-            cfg.engine,
-            cfg.base_model,
-            LLMSystem(f"k{k}", system.adapter_dir, system.manifest),
-            cfg.dtype,
-            cfg.batch_size,
-        )
-        try:
-            probs = score_samples(
-                engine,
-                LLMSystem(f"k{k}", system.adapter_dir, system.manifest),
-                eval_samples,
-                vocab.names,
-                cfg.out / "cache",
-                "fewshot",
-            )[0]
-        finally:
-            engine.close()
-        per = M.per_behavior(
-            probs,
-            true,
-            vocab.names,
-            vocab.counts,
-            np.array([vocab.is_anchor(n) for n in vocab.names]),
-        )
-        rank = M.ranks(probs, true)
-        on_held = np.isin(true, held_cols)
-        row = {
-            "k": k,
-            "adapter": str(system.adapter_dir),
-            "train_samples": len(subset),
-            "stage_readouts": manifest.data["stage_readouts"],
-            # How often training read a held-out behavior's examples (in expectation): every
-            # readout of a row is trained when the row is, so this is k x the stage's passes.
-            "passes": round(passes, 3),
-            "expected_reads": {n: round(min(k, counts[n]) * passes, 2) for n in held},
-            "train_seconds": manifest.metrics.get("wall_seconds"),
-            "held_out_samples": int(on_held.sum()),
-            "held_out_hr@1": float((rank[on_held] == 1).mean()) if on_held.any() else None,
-            "held_out_hr@5": float((rank[on_held] <= 5).mean()) if on_held.any() else None,
-            "held_out_mean_prob": float(probs[on_held][:, held_cols].sum(axis=1).mean())
-            if on_held.any()
-            else None,
-            "behaviors": [per[c] for c in held_cols],
-            "macro_recall": float(np.mean([per[c]["recall"] for c in held_cols])),
-            "macro_f1": float(np.mean([per[c]["f1"] for c in held_cols])),
-            "overall_accuracy": float((probs.argmax(axis=1) == true).mean()),
-        }
+        assert system.manifest is not None  # discover_adapters only returns trained adapters
+        probs = score_k_shot(cfg, k, system, evalset, ds.vocabulary.names)
+        row = fewshot_row(k, system, probs, evalset, ds.vocabulary, counts, held, n_train)
         rows.append(row)
         log.info(
             "few-shot k=%d: held-out recall %.3f, F1 %.3f", k, row["macro_recall"], row["macro_f1"]
@@ -259,7 +293,7 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
     result = {
         "config": {**{k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()}},
         "held_out": held,
-        "eval_samples": len(eval_idx),
+        "eval_samples": len(evalset.true),
         "rows": rows,
     }
     write_fewshot(cfg.out, result)
