@@ -75,7 +75,7 @@ class Runtime:
         self._load_counter = 0
         self._retired: set[asyncio.Task[None]] = set()
         self._recovery: asyncio.Task[None] | None = None
-        self._engine_calls = 0  # direct (vLLM) engine calls running now
+        self._last_done = 0.0  # perf_counter of the last direct (vLLM) completion
         self.admission = Admission(settings.max_queue, settings.admission_margin, 0.0)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -261,22 +261,22 @@ class Runtime:
         assert self.engine is not None
         if self._batcher is not None:
             return await self._batcher.submit(request)
-        # vLLM schedules concurrent requests itself: one request's share of the engine is its
-        # latency divided by the requests running beside it.
-        self._engine_calls += 1
-        concurrent = self._engine_calls
         started = time.perf_counter()
         try:
             result = await self.engine.ascore(request)
         except asyncio.CancelledError:
             self.metrics.abandoned.inc()
             raise
-        finally:
-            self._engine_calls -= 1
-        elapsed = time.perf_counter() - started
-        self.metrics.engine_latency.observe(elapsed)
+        done = time.perf_counter()
+        self.metrics.engine_latency.observe(done - started)
         self.metrics.batch_size.observe(1)
-        self.admission.observe(1, elapsed / concurrent, full=True)
+        # vLLM schedules concurrent requests itself, so a request's latency is not its cost:
+        # the time since the previous completion (or since this request started, if the engine
+        # was idle) is. Over a busy period these gaps add up to the busy time, so their
+        # average is seconds per prediction at the engine's real concurrency.
+        gap = done - max(self._last_done, started)
+        self._last_done = done
+        self.admission.observe(1, gap, full=True)
         return result
 
     # ---- engine faults ---------------------------------------------------------------------
