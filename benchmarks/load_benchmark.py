@@ -219,6 +219,7 @@ def start_server(
     """``behaviorlm serve`` on a free loopback port; ``env_overrides`` replace (or, set to "",
     remove) the BEHAVIORLM_* settings below."""
     port = _free_port()
+    adapter = adapter.resolve()  # the service reads relative paths against its models dir
     env = {
         **os.environ,
         "BEHAVIORLM_ENGINE": "transformers",

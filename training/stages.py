@@ -388,6 +388,10 @@ def _save_stage(
     stage_dir.mkdir(parents=True, exist_ok=True)
     (stage_dir / "manifest.json").unlink(missing_ok=True)
     ctx.model.save_pretrained(str(stage_dir))
+    # safetensors writes the weights owner-only (0600): a service running as another user
+    # (the images' uid 10001) could not read them. An adapter is meant to be shipped.
+    for saved in stage_dir.iterdir():
+        saved.chmod(0o644)
     (stage_dir / CONFIG_FILE).write_text(ctx.config.to_yaml())
     (stage_dir / "train_log.json").write_text(json.dumps(history) + "\n")
     plot_stage_log(history, stage_dir / "loss.png", f"{ctx.run_name} {name}")

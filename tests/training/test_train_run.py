@@ -230,6 +230,9 @@ def test_a_non_finite_step_is_skipped_and_a_run_of_them_stops_training(
 
     weights = load_file(str(result.adapters["sft"] / "adapter_model.safetensors"))
     assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+    # readable by a service running as another user (the images' uid 10001)
+    for saved in result.adapters["sft"].iterdir():
+        assert saved.stat().st_mode & 0o044 == 0o044, saved.name
 
     bad_steps.add("all")  # type: ignore[arg-type]
     with pytest.raises(TrainingError, match="5 steps in a row"):
