@@ -265,6 +265,15 @@ def start_server(
     raise SystemExit(f"error: server not ready after 300 s; log:\n{log.read_text()[-3000:]}")
 
 
+def stop_server(proc: Any) -> None:
+    """SIGTERM (a graceful drain), then kill if it has not exited within a minute."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def _percentile(values: list[float], q: float) -> float:
     import numpy as np
 
@@ -387,11 +396,7 @@ def run(args: argparse.Namespace) -> Report:
         report.levels.append(level)
         print(f"[load-bench] {level}", flush=True)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     return report
 
 

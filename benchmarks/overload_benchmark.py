@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import json
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load_benchmark import DEFAULT_DATA, load_histories, prepare_adapter, start_server
+from load_benchmark import (
+    DEFAULT_DATA,
+    load_histories,
+    prepare_adapter,
+    start_server,
+    stop_server,
+)
 
 DEADLINE_S = 10.0  # the service's default request_deadline_s
 
@@ -218,11 +222,7 @@ def run(args: argparse.Namespace) -> Report:
             print(f"[overload] {phase}", flush=True)
         report.server_peak_rss_mb = peak_rss_mb(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     return report
 
 
