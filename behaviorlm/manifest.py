@@ -42,6 +42,12 @@ class Calibration(BaseModel):
     fitted_on: str | None = Field(default=None, description="what the temperature was fitted on")
     nll_before: float | None = None
     nll_after: float | None = None
+    trained_logit_adjust_tau: float = Field(
+        default=0.0,
+        ge=0,
+        description="the stage was trained with the logit-adjusted loss at this tau: its "
+        "scores rank as under a balanced prior; nothing is added to them when serving",
+    )
 
 
 class VocabularyEntry(BaseModel):

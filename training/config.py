@@ -84,6 +84,13 @@ class StageSettings:
         "distribution of the non-target behaviors at each readout (see docs/training.md)."
         " 0 = off.",
     )
+    logit_adjust_tau: float = option(
+        0.0,
+        help="Long-tail loss: the cross-entropy is taken on scores + tau * log(training prior) "
+        "(logit-adjusted loss, Menon et al. 2021; tau = 1 is the balanced softmax of Ren et "
+        "al. 2020), so frequent behaviors must win by a margin and the served scores (left "
+        "unadjusted) rank as under a uniform prior. 0 = plain cross-entropy.",
+    )
 
     def check(self, where: str) -> None:
         positive = {"steps": self.steps, "batch_tokens": self.batch_tokens, "lr": self.lr}
@@ -97,6 +104,7 @@ class StageSettings:
             "weight_decay": self.weight_decay,
             "max_grad_norm": self.max_grad_norm,
             "kl_weight": self.kl_weight,
+            "logit_adjust_tau": self.logit_adjust_tau,
         }
         for name, value in nonneg.items():
             if value < 0:

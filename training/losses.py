@@ -8,6 +8,10 @@ for stage 1's anchors, class-balancing inclusion weights for stage 2), summed an
 the batch's readouts. Weights have mean 1 over a stage's readouts, so a step's loss is an
 unbiased estimate of the selected subset's mean loss with every readout in every forward.
 
+Long-tail loss (``logit_adjust_tau``, any stage): the cross-entropy on ``scores + tau * log
+prior`` (Menon et al. 2021, "Long-tail learning via logit adjustment"; tau = 1 is Ren et al.'s
+balanced softmax). The KL term and the served scores use the unadjusted scores.
+
 Knowledge preservation (stage 1): stage 1 trains on anchor targets only, which would teach the
 model that only anchors exist. The KL term keeps the adapted model's distribution over the
 *non-target* behaviors (all but the readout's true one, renormalised) close to the frozen base
@@ -18,7 +22,7 @@ included (the zero-shot base model copies names from the history: that is the ta
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,14 +39,27 @@ class HeadTensors:
     weight: Any  # [U, d]
     bias: Any | None  # [U]
     matrix: Any  # [behaviors, U] fp32
+    log_prior: Any  # [behaviors] fp32: log training share, add-one smoothed
 
     @classmethod
-    def of(cls, model: Any, head: LabelHead, device: Any) -> HeadTensors:
+    def of(
+        cls, model: Any, head: LabelHead, device: Any, train_counts: Sequence[int]
+    ) -> HeadTensors:
         import torch
 
         union = torch.as_tensor(head.union, device=device)
         weight, bias = head_rows(model, union)
-        return cls(weight, bias, torch.as_tensor(head.matrix, dtype=torch.float32, device=device))
+        matrix = torch.as_tensor(head.matrix, dtype=torch.float32, device=device)
+        return cls(weight, bias, matrix, log_prior(train_counts, device))
+
+
+def log_prior(train_counts: Sequence[int], device: Any = None) -> Any:
+    """log((count + 1) / sum): the training prior of the logit-adjusted loss (the smoothing
+    keeps behaviors without training targets finite, as the evaluation's prior does)."""
+    import torch
+
+    counts = torch.as_tensor(list(train_counts), dtype=torch.float64) + 1.0
+    return torch.log(counts / counts.sum()).to(torch.float32).to(device)
 
 
 def readout_scores(model: Any, batch: Batch, head: HeadTensors) -> Any:
@@ -76,10 +93,19 @@ def _low_precision_lora(model: Any, dtype: Any, device: Any) -> Iterator[None]:
         yield
 
 
-def weighted_ce(scores: Any, batch: Batch, denominator: float) -> Any:
-    """Sum of weight x cross-entropy over the readouts, divided by ``denominator``."""
+def weighted_ce(
+    scores: Any, batch: Batch, denominator: float, log_prior: Any = None, tau: float = 0.0
+) -> Any:
+    """Sum of weight x cross-entropy over the readouts, divided by ``denominator``.
+
+    ``tau`` > 0: the logit-adjusted cross-entropy, on ``scores + tau * log_prior``. Its
+    minimiser is the balanced-error classifier: the model's own scores learn
+    p(y | x) / p(y)^tau, so a tail behavior needs no frequency to be ranked first.
+    """
     import torch
 
+    if tau > 0:
+        scores = scores + tau * log_prior
     ce = torch.nn.functional.cross_entropy(scores, batch.labels, reduction="none")
     return (batch.weights * ce).sum() / denominator
 

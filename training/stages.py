@@ -36,7 +36,7 @@ import yaml
 from behaviorlm.base_model import BaseModel
 from behaviorlm.errors import InputError
 from behaviorlm.labels import LabelHead
-from behaviorlm.manifest import AdapterManifest
+from behaviorlm.manifest import AdapterManifest, Calibration
 from behaviorlm.prompt import PieceEncoder
 from behaviorlm.vocabulary import Vocabulary
 from training.batching import plan_batches
@@ -271,7 +271,7 @@ def _setup(
         model=model,
         encoder=encoder,
         rows=rows,
-        head=HeadTensors.of(model, head, device),
+        head=HeadTensors.of(model, head, device, data.vocabulary.counts),
     )
 
 
@@ -416,6 +416,7 @@ def _save_stage(
             "target_modules": list(lora.target_modules),
         },
         training_config={"stage": name, "settings": settings.__dict__, **ctx.config.to_dict()},
+        calibration=Calibration(trained_logit_adjust_tau=settings.logit_adjust_tau),
         metrics=metrics,
         data={**ctx.data.info, "rows": describe(ctx.rows), **selection},
     )

@@ -214,7 +214,7 @@ def _train_step(
     readouts = sum(int((run.weights[run.rows.readouts[r]] > 0).sum()) for r in global_rows)
     denominator = max(readouts, 1) / dist.world
     t0 = time.perf_counter()
-    loss, nll, kl = _loss(ddp, model, batch, run.head, settings.kl_weight, denominator)
+    loss, nll, kl = _loss(ddp, model, batch, run.head, settings, denominator)
     loss.backward()
     # Norm over all ranks' gradients (DDP has averaged them): every rank decides alike.
     limit = settings.max_grad_norm if settings.max_grad_norm > 0 else math.inf
@@ -316,12 +316,18 @@ def _wrap_ddp(model: Any, dist: DistInfo, device: Any) -> Any:
 
 
 def _loss(
-    ddp: Any, model: Any, batch: Batch, head: HeadTensors, kl_weight: float, denominator: float
+    ddp: Any,
+    model: Any,
+    batch: Batch,
+    head: HeadTensors,
+    settings: StageSettings,
+    denominator: float,
 ) -> tuple[Any, Any, Any]:
     import torch
 
     scores = readout_scores(ddp, batch, head)
-    nll = weighted_ce(scores, batch, denominator)
+    nll = weighted_ce(scores, batch, denominator, head.log_prior, settings.logit_adjust_tau)
+    kl_weight = settings.kl_weight
     if kl_weight <= 0:
         return nll, nll.detach(), torch.zeros(())
     with torch.no_grad(), model.disable_adapter():

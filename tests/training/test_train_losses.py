@@ -84,7 +84,8 @@ def encoder(smollm2_tokenizer: Any) -> PieceEncoder:
 
 
 def _head(model: Any, encoder: PieceEncoder) -> HeadTensors:
-    return HeadTensors.of(model, LabelHead.from_encoder(encoder, BEHAVIORS), torch.device("cpu"))
+    head = LabelHead.from_encoder(encoder, BEHAVIORS)
+    return HeadTensors.of(model, head, torch.device("cpu"), [1] * len(BEHAVIORS))
 
 
 def test_padded_packed_batch_equals_each_served_prompt(
@@ -208,3 +209,35 @@ def test_bf16_base_trains_fp32_lora_through_bf16_matmuls(
         ref = lora[name].grad
         assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
         assert torch.nn.functional.cosine_similarity(grad.flatten(), ref.flatten(), dim=0) > 0.98
+
+
+def test_logit_adjusted_ce_is_the_balanced_softmax_at_tau_1() -> None:
+    """CE on scores + tau*log prior; at tau = 1 it is Ren et al.'s balanced softmax, and
+    the loss of a tail target rises less than an anchor's falls when the prior is skewed."""
+    from types import SimpleNamespace
+
+    from training.losses import log_prior
+
+    counts = [900, 90, 9, 0]
+    prior = log_prior(counts)
+    shares = (torch.tensor(counts, dtype=torch.float64) + 1) / (sum(counts) + 4)
+    assert torch.allclose(prior.double(), shares.log(), atol=1e-6)
+    scores = torch.tensor([[0.5, 0.2, 0.1, 0.0], [0.1, 0.3, 0.9, 0.2]])
+    batch: Any = SimpleNamespace(labels=torch.tensor([0, 2]), weights=torch.tensor([1.0, 1.0]))
+    plain = weighted_ce(scores, batch, 2.0)
+    assert torch.allclose(plain, weighted_ce(scores, batch, 2.0, prior, tau=0.0))
+    adjusted = weighted_ce(scores, batch, 2.0, prior, tau=1.0)
+    # balanced softmax by hand: p(y) ∝ prior_y * exp(s_y)
+    w = shares.float() * scores.exp()
+    by_hand = -(w[[0, 1], [0, 2]] / w.sum(dim=1)).log().mean()
+    assert torch.allclose(adjusted, by_hand, atol=1e-5)
+    # the anchor target (0) gets an easier loss, the tail target (2) a harder one
+    each = [weighted_ce(scores[i : i + 1], _one(batch, i), 1.0, prior, 1.0) for i in (0, 1)]
+    plain_each = [weighted_ce(scores[i : i + 1], _one(batch, i), 1.0) for i in (0, 1)]
+    assert each[0] < plain_each[0] and each[1] > plain_each[1]
+
+
+def _one(batch: Any, i: int) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(labels=batch.labels[i : i + 1], weights=batch.weights[i : i + 1])

@@ -168,7 +168,7 @@ def test_saved_adapter_reloads_to_identical_scores(
         assert abs(result.probs - probs).max() < 1e-6
 
 
-def test_kl_weight_zero_is_plain_anchor_tuning(
+def test_kl_weight_zero_and_a_logit_adjusted_stage2(
     prepared: Path, tiny_model: Any, tmp_path: Path
 ) -> None:
     from training.stages import TrainingData, train
@@ -177,12 +177,16 @@ def test_kl_weight_zero_is_plain_anchor_tuning(
         "behaviorlm",
         TrainingData.from_prepared(prepared),
         tiny_model,
-        _config("stage1.kl_weight=0", "stage1.steps=4"),
+        _config("stage1.kl_weight=0", "stage1.steps=4", "stage2.logit_adjust_tau=1.0"),
         tmp_path / "kl0",
     )
     log = json.loads((result.adapters["stage1"] / "train_log.json").read_text())
     assert all(r["kl"] == 0 and r["loss"] == r["nll"] for r in log)
-    assert (result.adapters["stage2"] / "manifest.json").exists()
+    stage1 = AdapterManifest.load(result.adapters["stage1"])
+    stage2 = AdapterManifest.load(result.adapters["stage2"])
+    assert stage1.calibration.trained_logit_adjust_tau == 0.0
+    assert stage2.calibration.trained_logit_adjust_tau == 1.0
+    assert stage2.training_config["settings"]["logit_adjust_tau"] == 1.0
 
 
 @pytest.mark.parametrize("strategy", ["sft", "balanced"])

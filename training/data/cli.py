@@ -12,7 +12,7 @@ from typing import Any
 from behaviorlm.errors import InputError
 from behaviorlm.options import add_options, dest_of, options_of
 
-_STEPS = 7  # read + the pipeline's steps, for the progress bar
+_STEPS = 4  # open the input + the pipeline's steps, for the progress bar
 
 
 def register(sub: Any) -> None:
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
 
 
 def _register_prepare(data_sub: Any) -> None:
-    from training.data.config import PrepareConfig
+    from training.data.config import EngineConfig, PrepareConfig
 
     p = data_sub.add_parser(
         "prepare",
@@ -124,6 +124,8 @@ def _register_prepare(data_sub: Any) -> None:
     )
     o = p.add_argument_group("preparation options (PrepareConfig fields; --config keys)")
     add_options(o, PrepareConfig)
+    e = p.add_argument_group("engine (EngineConfig fields: how the steps run, not what they make)")
+    add_options(e, EngineConfig)
     p.set_defaults(func=_run_prepare)
 
 
@@ -149,10 +151,13 @@ def _config(args: argparse.Namespace) -> Any:
 def _run_prepare(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from behaviorlm.options import collect
+    from training.data.config import EngineConfig
     from training.data.pipeline import prepare_events
     from training.data.readers import read_context_trails, read_generic, read_smartthings
 
     config = _config(args)
+    engine = collect(args, EngineConfig)
     if args.format == "smartthings" and args.no_chain and config.split != "dataset":
         raise InputError(
             "--split: with --no-chain SmartThings windows are separate 10-action sequences "
@@ -202,6 +207,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
                 sep=args.sep,
                 times_are_utc=args.times_are_utc,
                 strict=config.strict,
+                chunk_rows=engine.chunk_rows,
             )
         bar.update(1)
 
@@ -210,7 +216,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
             bar.update(1)
 
         ds = prepare_events(
-            loaded.events,
+            loaded.chunks,
             args.out,
             config,
             name=args.name or loaded.name,
@@ -221,6 +227,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
             extra_info={**loaded.info, "command": shlex.join(["behaviorlm", *sys.argv[1:]])},
             overwrite=args.overwrite,
             progress=step,
+            engine=engine,
+            rows_read=lambda n: bar.set_postfix_str(f"{n:,} events", refresh=True),
         )
         bar.update(_STEPS - bar.n)
     _print_summary(ds.stats, ds.root, time.perf_counter() - started)

@@ -120,6 +120,44 @@ class PrepareConfig:
         return PrepareConfig.from_mapping(merged)
 
 
+@dataclass(frozen=True)
+class EngineConfig:
+    """How `data prepare` runs (not what it makes: a dataset does not depend on these);
+    each field is a ``--flag``, recorded in prepare.json."""
+
+    memory_limit: str = option(
+        "1GB",
+        help="DuckDB memory limit (e.g. 1GB, 8GB); past it tables and sorts spill to disk, so "
+        "a log larger than memory still prepares (peak RSS is this plus ~0.5 GB of reading)",
+    )
+    threads: int | None = option(None, help="DuckDB threads (default: all cores)")
+    temp_dir: Path | None = option(
+        None,
+        help="where the scratch database and spill files go (default: the system temp "
+        "directory); needs about the size of the log as Parquet",
+    )
+    chunk_rows: int = option(
+        1_000_000, help="rows read and checked at a time (memory of the reading step)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.chunk_rows < 1:
+            raise InputError(f"--chunk-rows: must be at least 1, got {self.chunk_rows}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads: must be at least 1, got {self.threads}")
+        import re
+
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", self.memory_limit):
+            raise InputError(
+                f"--memory-limit: expected a size like 1GB or 512MB, got {self.memory_limit!r}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["temp_dir"] = str(self.temp_dir) if self.temp_dir else None
+        return out
+
+
 def _parse_ratios(value: Any) -> tuple[float, float, float]:
     parts = value.split(",") if isinstance(value, str) else list(value)
     try:
@@ -168,4 +206,12 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-__all__ = ["SPLITS", "Fallback", "PrepareConfig", "SplitMode", "load_config_file", "presets"]
+__all__ = [
+    "SPLITS",
+    "EngineConfig",
+    "Fallback",
+    "PrepareConfig",
+    "SplitMode",
+    "load_config_file",
+    "presets",
+]

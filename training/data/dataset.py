@@ -146,16 +146,19 @@ class PreparedDataset:
         vocabulary: Vocabulary,
         info: dict[str, Any],
         label_map: Mapping[str, str | None],
-        events: pd.DataFrame,
-        samples: pd.DataFrame,
+        events: pd.DataFrame | None = None,
+        samples: pd.DataFrame | None = None,
     ) -> None:
+        """``events`` / ``samples`` None: read from ``root`` when first needed (a prepared
+        10M-event log is ~1.5 GB in pandas; `data prepare` itself never needs it)."""
         self.root = root
         self.vocabulary = vocabulary
         self.info = info
         self._label_map = dict(label_map)
-        self._events = events
-        self._samples = samples
-        self._by_split = {s: samples[samples["split"] == s] for s in SPLITS}
+        if events is not None:
+            self.__dict__["_events"] = events
+        if samples is not None:
+            self.__dict__["_samples"] = samples
 
     @classmethod
     def load(cls, root: Path | str) -> PreparedDataset:
@@ -173,16 +176,8 @@ class PreparedDataset:
                 f"{root / PREPARE_FILE}: format_version {info.get('format_version')!r}, this "
                 f"code reads {FORMAT_VERSION}; prepare the dataset again"
             )
-        try:
-            events = pd.read_parquet(root / EVENTS_FILE)
-            samples = pd.read_parquet(root / SAMPLES_FILE)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise InputError(f"{root}: cannot read the parquet files ({exc})") from exc
-        for name, frame, cols in (
-            (EVENTS_FILE, events, EVENT_COLUMNS),
-            (SAMPLES_FILE, samples, SAMPLE_COLUMNS),
-        ):
-            lost = [c for c in cols if c not in frame.columns]
+        for name, cols in ((EVENTS_FILE, EVENT_COLUMNS), (SAMPLES_FILE, SAMPLE_COLUMNS)):
+            lost = [c for c in cols if c not in _parquet_columns(root / name)]
             if lost:
                 raise InputError(f"{root / name}: missing column(s) {lost}")
         return cls(
@@ -190,9 +185,20 @@ class PreparedDataset:
             Vocabulary.load(root / VOCABULARY_FILE),
             info,
             _read_json(root / LABEL_MAP_FILE),
-            events,
-            samples,
         )
+
+    @cached_property
+    def _events(self) -> pd.DataFrame:
+        return _read_parquet(self.root / EVENTS_FILE)
+
+    @cached_property
+    def _samples(self) -> pd.DataFrame:
+        return _read_parquet(self.root / SAMPLES_FILE)
+
+    @cached_property
+    def _by_split(self) -> dict[str, pd.DataFrame]:
+        samples = self._samples
+        return {s: samples[samples["split"] == s] for s in SPLITS}
 
     @cached_property
     def _table(self) -> EventTable:
@@ -265,6 +271,22 @@ class PreparedDataset:
         return None
 
 
+def _parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise InputError(f"{path}: cannot read the parquet file ({exc})") from exc
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise InputError(f"{path}: cannot read the parquet file ({exc})") from exc
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -292,11 +314,6 @@ def write_prepared(
     (:func:`training.data.pipeline.prepare_log`) is the usual way in; this is the raw writer.
     """
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out}: already exists and is not empty (pass --overwrite)")
-        if not (out / PREPARE_FILE).is_file():
-            raise InputError(f"{out}: not a prepared dataset; refusing to replace it")
     for name, frame, cols in (
         ("events", events, EVENT_COLUMNS),
         ("samples", samples, SAMPLE_COLUMNS),
@@ -307,10 +324,7 @@ def write_prepared(
     unknown = sorted(set(samples["target"].astype(str)) - set(vocabulary.names))
     if unknown:
         raise InputError(f"write_prepared: sample targets not in the vocabulary: {unknown[:5]}")
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = begin_write(out, overwrite)
     ev_cols = [*EVENT_COLUMNS, *(c for c in events.columns if c.startswith("ctx."))]
     ev = events[ev_cols].reset_index(drop=True).copy()
     ev["timestamp"] = ev["timestamp"].astype("datetime64[us]")
@@ -319,11 +333,41 @@ def write_prepared(
     samples[list(SAMPLE_COLUMNS)].reset_index(drop=True).astype(
         {"target_row": "int64", "history_start": "int64"}
     ).to_parquet(tmp / SAMPLES_FILE, index=False)
+    write_metadata(tmp, vocabulary, label_map, info, stats)
+    return commit_write(tmp, out)
+
+
+def begin_write(out: Path, overwrite: bool) -> Path:
+    """Checks ``out`` may be written and returns the empty ``<out>.partial`` to write into."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(f"{out}: already exists and is not empty (pass --overwrite)")
+        if not (out / PREPARE_FILE).is_file():
+            raise InputError(f"{out}: not a prepared dataset; refusing to replace it")
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_metadata(
+    tmp: Path,
+    vocabulary: Vocabulary,
+    label_map: Mapping[str, str | None],
+    info: Mapping[str, Any],
+    stats: Mapping[str, Any] | None,
+) -> None:
     vocabulary.save(tmp / VOCABULARY_FILE)
     _write_json(tmp / LABEL_MAP_FILE, dict(sorted(label_map.items())))
     _write_json(tmp / PREPARE_FILE, {"format_version": FORMAT_VERSION, **info})
     if stats is not None:
         _write_json(tmp / STATS_FILE, dict(stats))
+
+
+def commit_write(tmp: Path, out: Path) -> PreparedDataset:
+    """Replaces ``out`` with the finished ``tmp`` (a half-written directory never looks
+    prepared) and opens it."""
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

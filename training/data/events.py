@@ -217,8 +217,8 @@ def canonicalize(
     n = len(df)
     line_no = np.arange(2, n + 2) if lines is None else np.asarray(lines)
     out = pd.DataFrame(index=pd.RangeIndex(n))
-    out[USER] = _as_text(df[user_col]).to_numpy()
-    out[BEHAVIOR] = _as_text(df[behavior_col], normalize_spaces=True).to_numpy()
+    out[USER] = _as_text(df[user_col]).array
+    out[BEHAVIOR] = _as_text(df[behavior_col], normalize_spaces=True).array
     if time_col is not None:
         wall, offset, bad = parse_timestamps(df[time_col].reset_index(drop=True), time_format)
         out[TIME] = wall.reset_index(drop=True)
@@ -230,14 +230,14 @@ def canonicalize(
         out[OFFSET] = pd.Series(pd.NA, index=out.index, dtype="Int32")
         bad = np.zeros(n, dtype=bool)
     out[PARENT] = (
-        _as_text(df[parent_col], normalize_spaces=True).to_numpy()
+        _as_text(df[parent_col], normalize_spaces=True).array
         if parent_col is not None
         else pd.Series(pd.NA, index=out.index, dtype="string")
     )
     if split_col is not None:
-        out[SPLIT_HINT] = _as_text(df[split_col]).to_numpy()
+        out[SPLIT_HINT] = _as_text(df[split_col]).array
     for col in context_cols:
-        out[CTX_PREFIX + col] = _as_text(df[col]).to_numpy()
+        out[CTX_PREFIX + col] = _as_text(df[col]).array
     out[LINE] = line_no.astype("int64")
     out[ORDER] = np.arange(n, dtype="int64")
 
@@ -272,32 +272,3 @@ def _raise_first_bad(
             f"{source} {unit} {int(lines[i])}: {values.iloc[i]!r} ({reason}; "
             "drop --strict to skip and count such rows)"
         )
-
-
-def drop_duplicates(
-    events: pd.DataFrame, skips: SkipLog, source: str, unit: str = "line"
-) -> pd.DataFrame:
-    """Identical rows (user, time, behavior, context) are one event logged twice.
-
-    Logs without timestamps can repeat an action legitimately, so they are left alone.
-    """
-    if events[TIME].isna().all():
-        return events
-    key = [USER, TIME, OFFSET, BEHAVIOR, *context_columns(events)]
-    dup = events.duplicated(subset=key, keep="first").to_numpy() & events[TIME].notna().to_numpy()
-    values = events[BEHAVIOR]
-    skips.add(
-        "duplicate row",
-        int(dup.sum()),
-        _where(source, unit, events[LINE].to_numpy(), values, dup),
-    )
-    return events[~dup].reset_index(drop=True)
-
-
-def sort_events(events: pd.DataFrame) -> pd.DataFrame:
-    """Per user, in time order (the UTC instant; naive times as given), input order on ties."""
-    instant = events[TIME] - pd.to_timedelta(events[OFFSET].fillna(0).astype("int64"), unit="m")
-    order = pd.DataFrame({"u": events[USER], "t": instant, "o": events[ORDER]}).sort_values(
-        ["u", "t", "o"], kind="stable", na_position="first"
-    )
-    return events.loc[order.index].reset_index(drop=True)

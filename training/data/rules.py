@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import pandas as pd
-
 from behaviorlm.errors import InputError
 from training.data.config import PrepareConfig
 
@@ -82,13 +80,3 @@ def _largest_fit(
         f"--max-vocab {config.max_vocab}: too small for the {config.fallback!r} fallback labels "
         "alone; raise it or use --fallback other/drop"
     )
-
-
-def parents_of(behaviors: pd.Series, parents: pd.Series) -> dict[str, str | None]:
-    """Each behavior's most frequent parent (the data may be inconsistent)."""
-    frame = pd.DataFrame({"b": behaviors, "p": parents}).dropna()
-    if frame.empty:
-        return {}
-    top = frame.groupby(["b", "p"], observed=True).size().reset_index(name="n")
-    top = top.sort_values(["b", "n", "p"], ascending=[True, False, True]).drop_duplicates("b")
-    return {str(b): str(p) for b, p in zip(top["b"], top["p"], strict=True)}

@@ -101,6 +101,7 @@ def store_temperature(adapter_dir: Path, fit: TemperatureFit, fitted_on: str) ->
         fitted_on=fitted_on,
         nll_before=fit.nll_before,
         nll_after=fit.nll_after,
+        trained_logit_adjust_tau=manifest.calibration.trained_logit_adjust_tau,
     )
     updated = manifest.model_copy(update={"calibration": calibration})
     updated.save(adapter_dir)

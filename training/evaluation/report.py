@@ -205,9 +205,43 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 PLOTS = (
     ("anchor_tail.png", "accuracy and macro-F1, overall / anchor / tail"),
+    ("anchor_vs_tail.png", "anchor vs tail macro-F1 with 95% bootstrap intervals"),
     ("per_behavior_f1.png", "per-behavior F1 against training frequency"),
     ("reliability.png", "reliability diagrams"),
 )
+
+
+def plot_anchor_vs_tail(systems: Sequence[dict[str, Any]], path: Path) -> None:
+    """One point per system: anchor macro-F1 (x) against tail macro-F1 (y), with the 95%
+    bootstrap intervals as error bars (a win is up and to the right, bars apart)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    markers = "osD^v<>P*X"
+    for k, s in enumerate(systems):
+        x = float(np.nan_to_num(s["metrics"]["anchor"]["macro_f1"]))
+        y = float(np.nan_to_num(s["metrics"]["tail"]["macro_f1"]))
+        iv = s.get("intervals", {})
+        xlo, xhi = iv.get("anchor.macro_f1", [x, x])
+        ylo, yhi = iv.get("tail.macro_f1", [y, y])
+        ax.errorbar(
+            x,
+            y,
+            xerr=[[max(x - xlo, 0)], [max(xhi - x, 0)]],
+            yerr=[[max(y - ylo, 0)], [max(yhi - y, 0)]],
+            fmt=markers[(k // 10) % len(markers)],
+            capsize=3,
+            color=f"C{k % 10}",
+            label=s["name"],
+        )
+    ax.set_xlabel("anchor macro-F1")
+    ax.set_ylabel("tail macro-F1")
+    ax.set_title("anchor vs tail macro-F1 (95% bootstrap intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -242,6 +276,7 @@ def plot_all(report: dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "anchor_tail.png", dpi=110)
     plt.close(fig)
+    plot_anchor_vs_tail(systems, out / "anchor_vs_tail.png")
 
     primary = [s for s in systems if s["variant_of"] is None or "+LA" in s["name"]]
     cut = report["data"]["anchor_share"] * max(

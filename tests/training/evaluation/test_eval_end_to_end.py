@@ -71,7 +71,7 @@ def test_classical_report_and_compare(
     # The most-popular system always predicts the most frequent behavior.
     mp = report["systems"][0]
     assert mp["metrics"]["overall"]["accuracy"] == pytest.approx(float((true == 0).mean()))
-    for png in ("anchor_tail.png", "per_behavior_f1.png", "reliability.png"):
+    for png in ("anchor_tail.png", "anchor_vs_tail.png", "per_behavior_f1.png", "reliability.png"):
         assert (out / png).stat().st_size > 5000
     md = (out / "report.md").read_text()
     assert "| markov-user |" in md and "tail macro-F1" in md
