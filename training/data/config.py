@@ -130,10 +130,10 @@ class EngineConfig:
         help="DuckDB memory limit (e.g. 1GB, 8GB); past it tables and sorts spill to disk, so "
         "a log larger than memory still prepares (peak RSS is this plus ~0.5 GB of reading)",
     )
-    threads: int | None = option(None, help="DuckDB threads (default: all cores)")
+    threads: int | None = option(None, help="DuckDB threads (none: all cores)")
     temp_dir: Path | None = option(
         None,
-        help="where the scratch database and spill files go (default: the system temp "
+        help="where the scratch database and spill files go (none: the system temp "
         "directory); needs about the size of the log as Parquet",
     )
     chunk_rows: int = option(

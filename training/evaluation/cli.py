@@ -37,7 +37,9 @@ def register(sub: Any) -> None:
         nargs="+",
         metavar="REPORT",
         help="instead of evaluating: report dirs (or run dirs with eval/) to merge into one "
-        "table, printed and written to --out/compare.md if --out",
+        "table (with intervals; runs named <run>-seed<k> also merged over seeds: mean, min, "
+        "max), printed and written to --out/compare.md, compare.json and anchor_vs_tail.png "
+        "if --out",
     )
     f = p.add_argument_group(
         "few-shot tail experiment (--fewshot): hold out tail behaviors, train adapters with k "
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import json
 
-    from training.evaluation.report import compare
+    from training.evaluation.report import compare, plot_anchor_vs_tail
 
     text, summary = compare(args.compare)
     print(text)
@@ -79,6 +81,7 @@ def _compare(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "compare.md").write_text(text)
         (args.out / "compare.json").write_text(json.dumps(summary, indent=1) + "\n")
+        plot_anchor_vs_tail(summary["systems"], args.out / "anchor_vs_tail.png")
         print(f"wrote {args.out}/compare.md")
     return 0
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,6 +215,9 @@ PLOTS = (
 def plot_anchor_vs_tail(systems: Sequence[dict[str, Any]], path: Path) -> None:
     """One point per system: anchor macro-F1 (x) against tail macro-F1 (y), with the 95%
     bootstrap intervals as error bars (a win is up and to the right, bars apart)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 5.5))
@@ -383,8 +387,13 @@ def find_report(path: Path) -> Path:
     raise InputError(f"--compare: no {REPORT_JSON} at {path} (nor {path}/eval/{REPORT_JSON})")
 
 
+SEED_SUFFIX = re.compile(r"-seed\d+(?=/|$|:| )")
+
+
 def compare(paths: Sequence[Path]) -> tuple[str, dict[str, Any]]:
-    """One table with every system of every report (prefixed by the report's directory)."""
+    """One table with every system of every report (prefixed by the report's directory),
+    their 95% intervals, and, for runs named ``<run>-seed<k>``, the mean over seeds with the
+    spread (min, max)."""
     merged: list[dict[str, Any]] = []
     sources = []
     for p in paths:
@@ -402,15 +411,67 @@ def compare(paths: Sequence[Path]) -> tuple[str, dict[str, Any]]:
             }
         )
         for s in rep["systems"]:
-            merged.append({**s, "name": f"{label}: {s['name']}"})
+            merged.append({**s, "name": f"{label}: {s['name']}", "system": s["name"]})
     datasets = {s["data"] for s in sources}
     lines = ["# Comparison", ""]
     lines += [f"- `{s['report']}`: data `{s['data']}`, {s['samples']} samples" for s in sources]
     if len(datasets) > 1 or len({s["samples"] for s in sources}) > 1:
         lines.append("- Note: the reports use different data or sample sets; compare with care.")
     lines += ["", *main_table(merged, with_samples=True), ""]
+    if any(s.get("intervals") for s in merged):
+        lines += ["## 95% bootstrap intervals (over test samples)", ""]
+        lines += [*interval_table([s for s in merged if s.get("intervals")]), ""]
+    seeds = merge_seeds(merged)
+    if seeds:
+        lines += [
+            "## Over seeds (runs named <run>-seed<k>): mean (min, max)",
+            "",
+            *seed_table(seeds),
+            "",
+        ]
     summary = {
         "sources": sources,
-        "systems": [{"name": s["name"], "metrics": s["metrics"]} for s in merged],
+        "systems": [
+            {"name": s["name"], "metrics": s["metrics"], "intervals": s.get("intervals", {})}
+            for s in merged
+        ],
+        "seeds": seeds,
     }
     return "\n".join(lines), summary
+
+
+def merge_seeds(systems: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Systems that differ only in a ``-seed<k>`` part of the name: per metric of
+    MAIN_COLUMNS, the mean, min and max over them (groups of one are left out)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for s in systems:
+        name = str(s.get("system", s["name"]))
+        key = SEED_SUFFIX.sub("", name)
+        if key != name:
+            groups.setdefault(key, []).append(s)
+    out = []
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        metrics: dict[str, dict[str, float]] = {}
+        for _, sub, metric in MAIN_COLUMNS:
+            values = np.array([float(m["metrics"][sub][metric]) for m in members])
+            metrics[f"{sub}.{metric}"] = {
+                "mean": float(np.nanmean(values)),
+                "min": float(np.nanmin(values)),
+                "max": float(np.nanmax(values)),
+            }
+        out.append({"name": key, "seeds": len(members), "metrics": metrics})
+    return out
+
+
+def seed_table(seeds: Sequence[dict[str, Any]]) -> list[str]:
+    header = ["system", "seeds", *(c[0] for c in MAIN_COLUMNS)]
+    rows = []
+    for g in seeds:
+        row = [g["name"].replace("|", "/"), str(g["seeds"])]
+        for _, sub, metric in MAIN_COLUMNS:
+            v = g["metrics"][f"{sub}.{metric}"]
+            row.append(f"{fmt(v['mean'])} ({fmt(v['min'])}, {fmt(v['max'])})")
+        rows.append(row)
+    return _table(rows, header)

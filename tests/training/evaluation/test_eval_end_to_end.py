@@ -80,7 +80,23 @@ def test_classical_report_and_compare(
     rc = main(["eval", "--compare", str(out), str(out), "--out", str(tmp_path / "cmp")])
     assert rc == 0
     table = (tmp_path / "cmp" / "compare.md").read_text()
-    assert table.count("classical: most-popular |") == 2
+    assert table.split("## 95%")[0].count("classical: most-popular |") == 2
+    assert "## 95% bootstrap intervals" in table
+    assert (tmp_path / "cmp" / "anchor_vs_tail.png").stat().st_size > 5000
+
+    # Runs named <run>-seed<k>: merged over seeds with mean and spread.
+    for seed, acc in ((0, 0.2), (1, 0.4)):
+        rep = json.loads((out / "report.json").read_text())
+        rep["systems"][0]["name"] = f"demo-seed{seed}/stage2"
+        rep["systems"][0]["metrics"]["overall"]["accuracy"] = acc
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "report.json").write_text(json.dumps(rep))
+    rc = main(["eval", "--compare", str(tmp_path / "s0"), str(tmp_path / "s1")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "## Over seeds" in printed
+    (row,) = [line for line in printed.splitlines() if line.startswith("| demo/stage2 | 2 |")]
+    assert row.split("|")[3].strip() == "0.300 (0.200, 0.400)"
 
 
 def test_bad_input_is_named(
