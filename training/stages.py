@@ -41,7 +41,7 @@ from behaviorlm.prompt import PieceEncoder
 from behaviorlm.vocabulary import Vocabulary
 from training.batching import plan_batches
 from training.checkpoint import checkpoint_path
-from training.config import StageSettings, Strategy, TrainConfig
+from training.config import StageSettings, Strategy, TrainConfig, config_from_dict
 from training.data.dataset import EventTable
 from training.difficulty import DIFFICULTY_FILE, load_difficulty, save_difficulty, score_difficulty
 from training.losses import HeadTensors
@@ -286,7 +286,7 @@ def _check_out_dir(out: Path, config: TrainConfig, run_info: dict[str, Any], res
         return
     if not saved.exists():
         return  # nothing to resume: a fresh run
-    if saved.read_text() != config.to_yaml():
+    if _saved_config(saved) != config.to_dict():
         raise InputError(
             f"--resume: {saved} differs from this run's config; resume with the same preset "
             "and overrides (or choose another --out)"
@@ -496,6 +496,15 @@ def reuse_stage1(
     log.info("stage 1 and difficulty reused from %s", source)
 
 
+def _saved_config(path: Path) -> dict[str, Any]:
+    """A run's saved config with the options added since filled in with their defaults (the
+    run behaved as the default does), so an older run can be resumed or reused."""
+    try:
+        return config_from_dict(yaml.safe_load(path.read_text()) or {}).to_dict()
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+
+
 def _check_reusable(
     source: Path,
     out: Path,
@@ -511,7 +520,7 @@ def _check_reusable(
         raise InputError(f"--stage1-from {source}: no finished stage 1 (stage1/manifest.json)")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"--out {out}: directory exists and is not empty; choose a new --out")
-    theirs = yaml.safe_load((source / CONFIG_FILE).read_text())
+    theirs = _saved_config(source / CONFIG_FILE)
     ours = config.to_dict()
     for key in STAGE1_KEYS:
         section, _, field = key.partition(".")

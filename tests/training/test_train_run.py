@@ -268,6 +268,30 @@ def test_stage2_reruns_from_another_runs_stage1(
         reuse_stage1(source, tmp_path / "other", _config("stage1.steps=5"), data)
 
 
+def test_a_run_saved_before_an_option_existed_is_reused(
+    two_stage: Any, prepared: Path, tmp_path: Path
+) -> None:
+    """A config.yaml without an option added later (the run behaved as its default) is the
+    same config: its stage 1 can be reused."""
+    import shutil
+
+    import yaml
+
+    from training.stages import TrainingData, reuse_stage1
+
+    source = tmp_path / "old"
+    shutil.copytree(two_stage.adapters["stage1"].parent, source)
+    saved = yaml.safe_load((source / "config.yaml").read_text())
+    for stage in ("stage1", "stage2", "baseline"):
+        saved[stage].pop("logit_adjust_tau")
+    (source / "config.yaml").write_text(yaml.safe_dump(saved))
+    out = tmp_path / "new"
+    reuse_stage1(
+        source, out, _config("stage2.logit_adjust_tau=1.0"), TrainingData.from_prepared(prepared)
+    )
+    assert (out / "stage1" / "manifest.json").is_file()
+
+
 def test_existing_run_needs_resume(two_stage: Any, prepared: Path, tiny_model: Any) -> None:
     from behaviorlm.errors import InputError
     from training.stages import TrainingData, train
