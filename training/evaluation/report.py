@@ -25,6 +25,7 @@ MAIN_COLUMNS = (
     ("HR@5", "overall", "hr@5"),
     ("MRR", "overall", "mrr"),
     ("macro-F1", "overall", "macro_f1"),
+    ("weighted-F1", "overall", "weighted_f1"),
     ("NLL", "overall", "nll"),
     ("ECE", "overall", "ece"),
     ("anchor acc", "anchor", "accuracy"),
@@ -34,6 +35,8 @@ MAIN_COLUMNS = (
     ("tail HR@5", "tail", "hr@5"),
     ("tail macro-F1", "tail", "macro_f1"),
     ("tail pred. share", "tail", "predicted_share"),
+    ("anchor ECE", "anchor", "ece"),
+    ("tail ECE", "tail", "ece"),
 )
 DETAIL_METRICS = (
     "mrr",
