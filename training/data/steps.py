@@ -104,7 +104,7 @@ class Steps:
             f"{q('_order')}) - 1 AS _pos, count(*) OVER ({user}) AS _n FROM ({marked}) m",
         )
         self.e.drop("raw")
-        n = int(self.e.rows("SELECT count(*) FROM ordered WHERE _dup")[0][0])
+        n = self.count("ordered", "_dup")
         examples = (
             self.e.rows(
                 f"SELECT {q('_line')}, {q('behavior')} FROM ordered WHERE _dup "
@@ -178,7 +178,7 @@ class Steps:
             f"ON o.{q('user_id')} = r.{q('user_id')} WHERE NOT o._dup",
         )
         self.e.drop("ordered")
-        n = int(self.e.rows("SELECT count(*) FROM kept")[0][0])
+        n = self.count("kept")
         if n == 0:
             raise InputError(self.empty_message("no user has enough events"))
         return int(users)
@@ -206,7 +206,7 @@ class Steps:
             f"SELECT {q('user_id')}, _row, _pos, {q('behavior')}, {split} AS _split FROM "
             f"(SELECT * FROM kept WHERE {condition}) t",
         )
-        missing = int(self.e.rows("SELECT count(*) FROM targets WHERE _split IS NULL")[0][0])
+        missing = self.count("targets", "_split IS NULL")
         self.skips.add("target without a split in the dataset's split column", missing)
         return not_a_target
 
@@ -385,6 +385,9 @@ class Steps:
     def per_split_count(self, select: str) -> dict[str, int]:
         found = self.per_split(select)
         return {s: found.get(s, (0,))[0] for s in SPLITS}
+
+    def count(self, table: str, where: str = "TRUE") -> int:
+        return int(self.e.rows(f"SELECT count(*) FROM {table} WHERE {where}")[0][0])
 
     def empty_message(self, why: str) -> str:
         detail = "; ".join(self.skips.summary_lines()[:6]) or "nothing was skipped"
