@@ -7,7 +7,8 @@
 # Each run goes to OUT/<strategy>, the report to OUT/eval (report.md, report.json, PNG plots).
 # Rerunning continues where a killed run stopped (train --resume, eval's resumable output).
 # BEHAVIORLM overrides the command (e.g. "python -m behaviorlm.cli"); BASE_MODEL the base model
-# (default smollm2), VALIDATION_SAMPLES the samples that fit each adapter's temperature (1000).
+# (default smollm2), VALIDATION_SAMPLES the samples that fit each adapter's temperature (1000),
+# ENGINE the scoring engine of the evaluation (auto, transformers or vllm; default auto).
 # TEST_SAMPLES: 'all' (the default: the full test split) or a seeded random subset's size.
 set -euo pipefail
 if [ $# -lt 3 ]; then
@@ -34,4 +35,5 @@ done
 echo "== eval -> $out/eval ($(date -u +%H:%M:%S))" >&2
 "${bl[@]}" eval --data "$data" --runs "${runs[@]}" --systems classical,zero-shot,adapters \
   "${subset[@]}" --max-validation-samples "${VALIDATION_SAMPLES:-1000}" \
-  --logit-adjust 0.5 --base-model "$base" --store-calibration --out "$out/eval"
+  --logit-adjust 0.5 --base-model "$base" --engine "${ENGINE:-auto}" --store-calibration \
+  --out "$out/eval"

@@ -217,7 +217,9 @@ PLOTS = (
 
 def plot_anchor_vs_tail(systems: Sequence[dict[str, Any]], path: Path) -> None:
     """One point per system: anchor macro-F1 (x) against tail macro-F1 (y), with the 95%
-    bootstrap intervals as error bars (a win is up and to the right, bars apart)."""
+    bootstrap intervals as error bars (a win is up and to the right, bars apart). ``+T``
+    variants are left out: a temperature never changes the top-1 prediction, so their point
+    is their system's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,7 +227,9 @@ def plot_anchor_vs_tail(systems: Sequence[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(10, 5.5))
     markers = "osD^v<>P*X"
-    for k, s in enumerate(systems):
+    shown = [s for s in systems if not str(s["name"]).endswith(" +T")]
+    palette = plt.get_cmap("tab20")
+    for k, s in enumerate(shown):
         x = float(np.nan_to_num(s["metrics"]["anchor"]["macro_f1"]))
         y = float(np.nan_to_num(s["metrics"]["tail"]["macro_f1"]))
         iv = s.get("intervals", {})
@@ -236,9 +240,9 @@ def plot_anchor_vs_tail(systems: Sequence[dict[str, Any]], path: Path) -> None:
             y,
             xerr=[[max(x - xlo, 0)], [max(xhi - x, 0)]],
             yerr=[[max(y - ylo, 0)], [max(yhi - y, 0)]],
-            fmt=markers[(k // 10) % len(markers)],
+            fmt=markers[(k // 20) % len(markers)],
             capsize=3,
-            color=f"C{k % 10}",
+            color=palette(k % 20),
             label=s["name"],
         )
     ax.set_xlabel("anchor macro-F1")

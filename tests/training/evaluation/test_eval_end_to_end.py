@@ -218,6 +218,7 @@ def test_fewshot_experiment_with_the_tiny_preset(
         assert entry.count == row["k"] and not entry.anchor
         assert row["held_out_samples"] >= 1
         assert 0.0 <= row["macro_recall"] <= 1.0
+        assert 0.0 <= row["anchor_macro_recall"] <= 1.0
     assert (out / "fewshot.png").stat().st_size > 5000
     assert "| 2 |" in (out / "fewshot.md").read_text()
 
