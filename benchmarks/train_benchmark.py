@@ -46,6 +46,7 @@ class Figures:
     machine: str
     load_average: tuple[float, float, float]
     threads: int
+    dtype: str
     data: str
     batch_tokens: int
     chunk_events: int
@@ -102,7 +103,8 @@ def measure(
     from training.config import StageSettings, load_config
     from training.trainer import DistInfo, StageRun, run_stage
 
-    config = load_config("cpu", [f"threads={args.threads}", "checkpoint_every=0"])
+    overrides = [f"threads={args.threads}", "checkpoint_every=0", f"dtype={args.dtype}"]
+    config = load_config("cpu", overrides)
     settings = StageSettings(steps=args.steps, batch_tokens=args.batch_tokens, warmup_steps=1)
     rng = np.random.default_rng(0)
     batches = plan_batches(
@@ -147,6 +149,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="prepared dataset (default: synthetic)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "bfloat16", "float32"),
+        help="base model dtype (auto: bf16 where this CPU computes it natively, else fp32)",
+    )
     parser.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per step")
     parser.add_argument("--chunk", type=int, default=32, help="events per packed row")
     parser.add_argument("--steps", type=int, default=12, help="steps per mode (first: warm-up)")
@@ -170,13 +178,20 @@ def main() -> None:
     base = base_model(args.base_model)
     encoder = PieceEncoder(AutoTokenizer.from_pretrained(str(base.path)))
     lora = load_config("cpu").lora
-    model = build_lora_model(base.path, lora, "bfloat16", 0, torch.device("cpu"))
+    from behaviorlm.dtypes import resolve_dtype_here
+
+    args.dtype = resolve_dtype_here(args.dtype, where="--dtype")
+    model = build_lora_model(base.path, lora, args.dtype, 0, torch.device("cpu"))
     label_head = LabelHead.from_encoder(encoder, data.vocabulary.names)
-    head = {"encoder": encoder, "tensors": HeadTensors.of(model, label_head, model.device)}
+    tensors = HeadTensors.of(model, label_head, model.device, data.vocabulary.counts)
+    head = {"encoder": encoder, "tensors": tensors}
     packed = pack(encoder, data.table, data.readouts, args.chunk)
     single = encode_rows(encoder, data.table, data.readouts, one_per_row(data, 4000, 0))
     tmp = Path(tempfile.mkdtemp())
-    print(f"[bench] {args.data or 'synthetic'}; threads {args.threads}; load {load_average()}")
+    print(
+        f"[bench] {args.data or 'synthetic'}; threads {args.threads}; {args.dtype}; "
+        f"load {load_average()}"
+    )
     a = measure(model, head, single, data, args, "one-prompt-per-sample", tmp)
     b = measure(model, head, packed, data, args, "packed", tmp)
     old = json.loads(BASELINE.read_text()) if BASELINE.exists() else None
@@ -185,6 +200,7 @@ def main() -> None:
         machine=machine(),
         load_average=load_average(),
         threads=args.threads,
+        dtype=args.dtype,
         data=str(args.data or "synthetic"),
         batch_tokens=args.batch_tokens,
         chunk_events=args.chunk,

@@ -106,7 +106,9 @@ class ServiceSettings(BaseSettings):
     # float16 is not offered: both engines accept only bfloat16 and float32, and a setting
     # an engine rejects after the server listens is worse than one refused here.
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="model dtype ('auto': the engine's choice)"
+        "auto",
+        description="model dtype ('auto': bf16 on a GPU or a CPU with native bf16, else fp32; "
+        "vLLM: bf16)",
     )
     log_level: LogLevel = Field("info", description="log level of the JSON logs")
     shutdown_grace_s: float = Field(

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from training.config import load_config
     from training.stages import TrainingData, reuse_stage1, train
 
-    config = load_config(args.preset, args.overrides)
+    config = load_config(args.preset, args.overrides).with_dtype_resolved()
     data = TrainingData.from_prepared(args.data)
     out = args.out or Path("models") / f"{data.info.get('name', args.data.name)}-{args.strategy}"
     base = resolve_base_model(args.base_model)

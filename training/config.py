@@ -24,7 +24,7 @@ from behaviorlm.options import option
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 Strategy = Literal["behaviorlm", "sft", "balanced"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
-Dtype = Literal["bfloat16", "float32"]
+Dtype = Literal["auto", "bfloat16", "float32"]
 
 
 def _fail(key: str, value: Any, why: str) -> InputError:
@@ -165,7 +165,10 @@ class TrainConfig:
         0, help="seeds sampling, LoRA init and dropout; same seed + config = same weights"
     )
     dtype: Dtype = option(
-        "bfloat16", help="base model weights and activations (LoRA weights stay fp32)"
+        "auto",
+        help="base model weights and activations (LoRA weights stay fp32); auto: bf16 on a GPU "
+        "or a CPU with native bf16 (avx512_bf16, AMX, arm64 BF16), else fp32, where bf16 is "
+        "emulated and ~2.8x slower; a run's config.yaml records what auto became",
     )
     threads: int = option(0, help="torch CPU threads (0 = torch's default)")
     checkpoint_every: int = option(50, help="optimizer steps between checkpoints (0 = never)")
@@ -220,6 +223,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+    def with_dtype_resolved(self) -> TrainConfig:
+        """This config with ``dtype: auto`` made concrete for this machine (what a run
+        records and what resuming or reusing a stage 1 compares)."""
+        if self.dtype != "auto":
+            return self
+        from behaviorlm.dtypes import resolve_dtype_here
+
+        return dataclasses.replace(self, dtype=resolve_dtype_here(self.dtype))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -151,6 +151,7 @@ def train(
     resume: bool = False,
 ) -> RunResult:
     """Run a strategy; returns the adapters written (and the trained model)."""
+    config = config.with_dtype_resolved()
     ctx = _setup(strategy, data, base, config, out, run_name or out.name, resume)
     t0 = time.perf_counter()
     done: dict[str, Path] = {}

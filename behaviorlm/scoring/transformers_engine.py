@@ -14,9 +14,10 @@ import sys
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Literal
+from typing import Any
 
 from behaviorlm.base_model import BaseModel
+from behaviorlm.dtypes import DtypeChoice, resolve_dtype_here
 from behaviorlm.errors import EngineError, InputError
 from behaviorlm.prompt import PieceEncoder
 from behaviorlm.scoring.base import (
@@ -29,8 +30,6 @@ from behaviorlm.scoring.base import (
 from behaviorlm.scoring.readout import score_prompts
 
 __all__ = ["TransformersEngine", "request_temperature"]
-
-Dtype = Literal["bfloat16", "float32"]
 
 
 def request_temperature(request: ScoreRequest, adapters: dict[str, AdapterSpec]) -> float:
@@ -56,12 +55,12 @@ def check_adapters_known(
 
 
 def resolve_dtype(dtype: str) -> Any:
-    """torch dtype for a name; bf16 falls back to fp32 on a CPU without bf16 kernels."""
+    """torch dtype for a name: "auto" is bf16 on a GPU or a CPU with native bf16, else fp32
+    (``behaviorlm.dtypes``); an explicit bf16 falls back to fp32 on a CPU without bf16 kernels."""
     import torch
 
-    if dtype not in ("bfloat16", "float32"):
-        raise InputError(f"dtype: expected 'bfloat16' or 'float32', got {dtype!r}")
-    if dtype == "float32":
+    name = resolve_dtype_here(dtype)
+    if name == "float32":
         return torch.float32
     if not torch.cuda.is_available() and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         print("[engine] this CPU has no bf16 kernels: using float32", file=sys.stderr)
@@ -77,7 +76,7 @@ class TransformersEngine(ScoringEngine):
     def __init__(
         self,
         base: BaseModel,
-        dtype: Dtype = "bfloat16",
+        dtype: DtypeChoice = "auto",
         merge: bool = False,
         batch_size: int = 32,
         head_cache_size: int = 64,

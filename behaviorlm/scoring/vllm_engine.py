@@ -35,6 +35,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from behaviorlm.base_model import BaseModel, cache_dir
+from behaviorlm.dtypes import resolve_dtype_here
 from behaviorlm.errors import EngineError, InputError
 from behaviorlm.labels import LabelHead
 from behaviorlm.prompt import PieceEncoder
@@ -105,8 +106,7 @@ class VLLMEngine(ScoringEngine):
             raise InputError(f"max_lora_rank must be one of {LORA_RANKS}, got {max_lora_rank}")
         if max_loras < 2:
             raise InputError(f"max_loras must be >= 2 (identity + one adapter), got {max_loras}")
-        if dtype not in ("bfloat16", "float32"):
-            raise InputError(f"dtype: expected 'bfloat16' or 'float32', got {dtype!r}")
+        dtype = resolve_dtype_here(dtype)  # "auto" as the transformers engine resolves it
         del batch_size
         if kv_cache_gib is not None:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)

@@ -193,11 +193,18 @@ def test_kl_weight_zero_and_a_logit_adjusted_stage2(
 def test_baseline_strategies(
     strategy: str, prepared: Path, tiny_model: Any, tmp_path: Path
 ) -> None:
+    import yaml
+
+    from behaviorlm.dtypes import resolve_dtype_here
     from training.stages import TrainingData, train
 
     data = TrainingData.from_prepared(prepared)
-    result = train(strategy, data, tiny_model, _config("baseline.steps=4"), tmp_path / strategy)
+    config = _config("baseline.steps=4", "dtype=auto")
+    result = train(strategy, data, tiny_model, config, tmp_path / strategy)
     assert list(result.adapters) == [strategy]
+    # "auto" is made concrete for this machine before the run records its config
+    saved = yaml.safe_load((tmp_path / strategy / "config.yaml").read_text())
+    assert saved["dtype"] == resolve_dtype_here("auto") != "auto"
     manifest = AdapterManifest.load(result.adapters[strategy])
     assert manifest.stage == strategy and manifest.strategy == strategy
     assert manifest.data["stage_readouts"] == len(data.targets)  # weights > 0 everywhere

@@ -107,7 +107,11 @@ class EvalConfig:
         "auto", choices=("auto", "transformers", "vllm"), help="scoring engine for LLM systems"
     )
     base_model: str = option("smollm2", help="base model: 'smollm2', a model directory or a hub id")
-    dtype: str = option("bfloat16", choices=("bfloat16", "float32"), help="LLM weights dtype")
+    dtype: str = option(
+        "auto",
+        choices=("auto", "bfloat16", "float32"),
+        help="LLM weights dtype (auto: bf16 on a GPU or a CPU with native bf16, else fp32)",
+    )
     batch_size: int = option(32, help="prompts per engine forward")
     sasrec_max_seconds: float = option(240.0, help="stop SASRec training after this many seconds")
     sasrec_epochs: int = option(8, help="at most this many SASRec epochs")

@@ -107,7 +107,7 @@ class FewShotConfig:
     )
     base_model: str = option("smollm2", help="base model")
     engine: str = option("auto", help="scoring engine")
-    dtype: str = option("bfloat16", help="model dtype")
+    dtype: str = option("auto", help="model dtype (auto, bfloat16 or float32)")
     batch_size: int = option(32, help="prompts per engine forward")
     seed: int = option(0, help="picks of the k examples and of the other test samples")
 
@@ -303,7 +303,7 @@ def run_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
     ds = PreparedDataset.load(cfg.data)
     held = choose_holdout(ds.vocabulary, ds.targets("test"), cfg)
     log.info("few-shot: holding out %s", held)
-    config = load_config(cfg.preset, cfg.overrides)
+    config = load_config(cfg.preset, cfg.overrides).with_dtype_resolved()
     base = resolve_base_model(cfg.base_model)
     full = TrainingData.from_prepared(cfg.data)
     evalset = fewshot_eval_set(ds, held, cfg)
