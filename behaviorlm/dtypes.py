@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from behaviorlm.errors import InputError
 
@@ -55,10 +55,8 @@ def resolve_dtype_name(choice: str, *, gpu_bf16: bool | None, where: str = "dtyp
     "bfloat16" and "float32" are kept as asked."""
     if choice not in DTYPE_CHOICES:
         raise InputError(f"{where}: expected one of {list(DTYPE_CHOICES)}, got {choice!r}")
-    if choice == "bfloat16":
-        return "bfloat16"
-    if choice == "float32":
-        return "float32"
+    if choice != "auto":
+        return cast(Dtype, choice)
     native = cpu_has_native_bf16() if gpu_bf16 is None else gpu_bf16
     return "bfloat16" if native else "float32"
 
