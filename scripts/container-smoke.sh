@@ -146,12 +146,16 @@ $("${CE[@]}" logs "$NAME" 2>&1 | tail -8)"
 [[ $(cat /tmp/smoke-batch-$$.code) == 200 ]] || die "in-flight batch during SIGTERM: HTTP $(cat /tmp/smoke-batch-$$.code); $why"
 [[ $(jq .failed /tmp/smoke-batch-$$.json) == 0 ]] || die "in-flight batch had $(jq .failed /tmp/smoke-batch-$$.json) failures: $(jq -c '[.results[].error | select(.)][0]' /tmp/smoke-batch-$$.json); $why"
 [[ "$code" == 0 ]] || die "unclean exit: $why"
-# The log file can trail the container's exit by a moment: read it again before calling it lost.
+# The logs are read into a variable first: `logs | grep -q` under pipefail fails whenever grep
+# exits at the match before `logs` has written everything (SIGPIPE), which is what failed CI
+# with the "stopped" line right there in the output. The log file can also trail the exit.
+stopped=0
 for _ in $(seq 1 20); do
-  "${CE[@]}" logs "$NAME" 2>&1 | grep -q '"message": "stopped"' && break
+  logs=$("${CE[@]}" logs "$NAME" 2>&1 || true)
+  if grep -q '"message": "stopped"' <<<"$logs"; then stopped=1; break; fi
   sleep 0.5
 done
-"${CE[@]}" logs "$NAME" 2>&1 | grep -q '"message": "stopped"' || die "no clean stop in the logs: $why"
+[[ "$stopped" == 1 ]] || die "no clean stop in the logs: $why"
 rm -f /tmp/smoke-batch-$$.*
 log "SIGTERM: the in-flight batch of 16 finished (200), exit code $code, stop took ${stop_s}s"
 
