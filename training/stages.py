@@ -43,7 +43,14 @@ from training.batching import plan_batches
 from training.checkpoint import checkpoint_path
 from training.config import StageSettings, Strategy, TrainConfig, config_from_dict
 from training.data.dataset import EventTable
-from training.difficulty import DIFFICULTY_FILE, load_difficulty, save_difficulty, score_difficulty
+from training.difficulty import (
+    DIFFICULTY_FILE,
+    PARTIAL_FILE,
+    adapter_identity,
+    load_difficulty,
+    save_difficulty,
+    score_difficulty,
+)
 from training.losses import HeadTensors
 from training.packing import PackedRows, Readouts, describe, pack
 from training.plots import plot_stage_log
@@ -211,9 +218,13 @@ def _difficulty(ctx: RunContext) -> np.ndarray:
         ctx.config.difficulty.batch_tokens,
         _pad_id(ctx.encoder),
         ctx.device,
+        # Only the main rank keeps partial scores (every rank reads the same ones).
+        partial=ctx.out / PARTIAL_FILE if ctx.dist.main else None,
+        identity=adapter_identity(ctx.out / "stage1"),
     )
     if ctx.dist.main:
         save_difficulty(frame, path, ctx.data.vocabulary)
+        (ctx.out / PARTIAL_FILE).unlink(missing_ok=True)
     ctx.dist.barrier()
     return frame["difficulty"].to_numpy(dtype=np.float64)
 

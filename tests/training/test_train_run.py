@@ -275,6 +275,44 @@ def test_stage2_reruns_from_another_runs_stage1(
         reuse_stage1(source, tmp_path / "other", _config("stage1.steps=5"), data)
 
 
+def test_difficulty_scoring_resumes_from_partial_scores(
+    two_stage: Any, prepared: Path, tiny_model: Any, tmp_path: Path
+) -> None:
+    """A kill during scoring leaves difficulty.partial.npz: the restart keeps what it holds
+    (planted values survive), reads only the missing targets, and ignores a file that was
+    read with another stage-1 adapter."""
+    import numpy as np
+    import pandas as pd
+
+    from training.difficulty import PARTIAL_FILE, adapter_identity, save_partial
+    from training.stages import TrainingData, reuse_stage1, train
+
+    source = two_stage.adapters["stage1"].parent
+    truth = pd.read_parquet(source / "difficulty.parquet")["p_true"].to_numpy()
+    data = TrainingData.from_prepared(prepared)
+    config = _config("stage2.steps=1")
+    planted = np.full(len(truth), 0.123456)
+    missing = len(truth) // 2
+    planted[missing] = np.nan
+
+    def rescored(identity: str, name: str) -> np.ndarray:
+        out = tmp_path / name
+        reuse_stage1(source, out, config, data)
+        (out / "difficulty.parquet").unlink()
+        save_partial(out / PARTIAL_FILE, identity, planted)
+        train("behaviorlm", data, tiny_model, config, out, resume=True)
+        assert not (out / PARTIAL_FILE).exists()
+        return pd.read_parquet(out / "difficulty.parquet")["p_true"].to_numpy()
+
+    resumed = rescored(adapter_identity(source / "stage1"), "resumed")
+    kept = resumed == 0.123456
+    # Only the batch holding the missing target is read again, and it reads true scores.
+    assert 0 < (~kept).sum() < len(truth) // 2
+    np.testing.assert_allclose(resumed[~kept], truth[~kept], atol=1e-6)
+    other = rescored("0" * 64, "other-adapter")
+    np.testing.assert_allclose(other, truth, atol=1e-6)
+
+
 def test_a_run_saved_before_an_option_existed_is_reused(
     two_stage: Any, prepared: Path, tmp_path: Path
 ) -> None:

@@ -15,6 +15,13 @@ Conventions (documented once, used everywhere):
   them by support. Classes never in the test set do not enter the averages.
 - NLL clips p(true) at 1e-12. Brier is the multi-class score sum_j (p_j - y_j)^2 (0 to 2).
   ECE uses the top-1 confidence in 15 equal-width bins.
+- ``ece`` of the anchor (tail) subset conditions on the TRUE behavior, so it is not a calibration
+  measure: a perfectly calibrated model that never predicts a tail is always wrong on tail-target
+  samples and gets a tail ``ece`` equal to its mean confidence there (most-popular on PJ: overall
+  ECE 0.032, tail ``ece`` 0.194). ``ece_by_prediction`` is the one to read: the ECE over the
+  samples whose top-1 PREDICTION is an anchor (tail) behavior, i.e. "when the service answers a
+  tail behavior with p = 0.3, is it right 30% of the time", which a calibrated model meets for
+  every group of predicted classes. ``predictions`` counts those samples (its ECE rests on them).
 """
 
 from __future__ import annotations
@@ -136,6 +143,14 @@ def _averages(per: PerClass, classes: np.ndarray) -> dict[str, float]:
     return out
 
 
+def ece_by_prediction(
+    confidence: np.ndarray, correct: np.ndarray, pred: np.ndarray, classes: np.ndarray
+) -> float:
+    """ECE over the samples whose top-1 prediction is one of ``classes`` (nan if none)."""
+    sel = np.isin(pred, classes)
+    return expected_calibration_error(confidence[sel], correct[sel])
+
+
 def _sample_metrics(
     probs: np.ndarray, true: np.ndarray, rank: np.ndarray, pred: np.ndarray
 ) -> dict[str, float]:
@@ -170,6 +185,8 @@ def compute_metrics(
     pred = top1(probs)
     rank = ranks(probs, true) if len(true) else np.zeros(0, dtype=np.int64)
     per = PerClass.from_predictions(pred, true, v)
+    confidence = probs[np.arange(len(true)), pred]
+    correct = (pred == true).astype(np.float64)
     all_classes = np.arange(v)
     out: dict[str, dict[str, float]] = {}
     for subset, classes in (
@@ -183,6 +200,8 @@ def compute_metrics(
         # How often the system predicts this subset at all (collapse onto anchors shows here).
         row["predicted_share"] = float(np.isin(pred, classes).mean()) if len(pred) else 0.0
         row["classes_predicted"] = float((per.predicted[classes] > 0).sum())
+        row["predictions"] = float(per.predicted[classes].sum())
+        row["ece_by_prediction"] = ece_by_prediction(confidence, correct, pred, classes)
         out[subset] = row
     return out
 
@@ -235,6 +254,9 @@ INTERVAL_METRICS = (
     ("anchor", "macro_f1"),
     ("tail", "macro_f1"),
     ("tail", "hr@5"),
+    ("overall", "ece"),
+    ("anchor", "ece_by_prediction"),
+    ("tail", "ece_by_prediction"),
 )
 BOOTSTRAP_RESAMPLES = 200
 
@@ -259,6 +281,7 @@ def bootstrap_intervals(
         return {}
     pred = top1(probs)
     rank = ranks(probs, true)
+    confidence = probs[np.arange(n), pred]
     classes = np.arange(v)
     subsets = {"overall": classes, "anchor": classes[anchor], "tail": classes[~anchor]}
     is_anchor_sample = anchor[true]
@@ -279,6 +302,10 @@ def bootstrap_intervals(
                 sel = masks[subset]
                 hit = (p[sel] == t[sel]) if metric == "accuracy" else (r[sel] <= 5)
                 value = float(hit.mean()) if sel.any() else float("nan")
+            elif metric in ("ece", "ece_by_prediction"):
+                value = ece_by_prediction(
+                    confidence[idx], (p == t).astype(np.float64), p, subsets[subset]
+                )
             else:
                 value = averages[subset][metric]
             values[f"{subset}.{metric}"].append(value)

@@ -35,8 +35,9 @@ MAIN_COLUMNS = (
     ("tail HR@5", "tail", "hr@5"),
     ("tail macro-F1", "tail", "macro_f1"),
     ("tail pred. share", "tail", "predicted_share"),
-    ("anchor ECE", "anchor", "ece"),
-    ("tail ECE", "tail", "ece"),
+    # ECE over the samples predicted as an anchor / a tail (metrics.py says why not by target).
+    ("ECE anchor pred.", "anchor", "ece_by_prediction"),
+    ("ECE tail pred.", "tail", "ece_by_prediction"),
 )
 DETAIL_METRICS = (
     "mrr",
@@ -48,8 +49,15 @@ DETAIL_METRICS = (
     "nll",
     "brier",
     "ece",
+    "ece_by_prediction",
+    "predictions",
     "classes_predicted",
 )
+
+
+def metric(system: dict[str, Any], subset: str, key: str) -> Any:
+    """A metric of a report's system; None where an older report did not compute it."""
+    return system["metrics"][subset].get(key)
 
 
 def fmt(x: Any, digits: int = 3) -> str:
@@ -98,7 +106,7 @@ def main_table(systems: Sequence[dict[str, Any]], with_samples: bool = False) ->
         row = [s["name"].replace("|", "/")]
         if with_samples:
             row.append(str(int(m["overall"]["samples"])))
-        row += [fmt(m[sub][key]) for _, sub, key in MAIN_COLUMNS]
+        row += [fmt(metric(s, sub, key)) for _, sub, key in MAIN_COLUMNS]
         rows.append(row)
     return _table(rows, header)
 
@@ -113,7 +121,7 @@ def interval_table(systems: Sequence[dict[str, Any]]) -> list[str]:
         row = [s["name"].replace("|", "/")]
         for sub, key in INTERVAL_METRICS:
             lo_hi = s.get("intervals", {}).get(f"{sub}.{key}")
-            value = fmt(s["metrics"][sub][key])
+            value = fmt(metric(s, sub, key))
             row.append(f"{value} [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else value)
         rows.append(row)
     return _table(rows, header)
@@ -138,8 +146,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "- Metric conventions: see `training/evaluation/metrics.py` (anchor/tail subsets = "
         "samples whose true behavior is anchor/tail; per-class P/R/F1 from top-1 predictions "
         "over all samples; macro averages over behaviors present in the evaluated samples; "
-        "ECE with 15 bins). `+T` = temperature fitted on validation NLL; `+LA<tau>` = post-hoc "
-        "logit adjustment (minus tau * log training prior).",
+        "ECE with 15 bins; 'ECE anchor/tail pred.' over the samples whose top-1 prediction is "
+        "an anchor/tail, while a subset's `ece` in the details conditions on the true behavior "
+        "and is no calibration measure). `+T` = temperature fitted on validation NLL; "
+        "`+LA<tau>` = post-hoc logit adjustment (minus tau * log training prior).",
         "",
         "## Main table",
         "",
@@ -161,7 +171,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             [
                 s["name"],
                 *(
-                    fmt(s["metrics"][subset][k], 0 if k == "classes_predicted" else 3)
+                    fmt(metric(s, subset, k), 0 if k in ("classes_predicted", "predictions") else 3)
                     for k in DETAIL_METRICS
                 ),
             ]
@@ -461,9 +471,13 @@ def merge_seeds(systems: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(members) < 2:
             continue
         metrics: dict[str, dict[str, float]] = {}
-        for _, sub, metric in MAIN_COLUMNS:
-            values = np.array([float(m["metrics"][sub][metric]) for m in members])
-            metrics[f"{sub}.{metric}"] = {
+        for _, sub, col in MAIN_COLUMNS:
+            values = np.array(
+                [float(np.nan if (x := metric(m, sub, col)) is None else x) for m in members]
+            )
+            if np.isnan(values).all():
+                continue
+            metrics[f"{sub}.{col}"] = {
                 "mean": float(np.nanmean(values)),
                 "min": float(np.nanmin(values)),
                 "max": float(np.nanmax(values)),
@@ -477,8 +491,8 @@ def seed_table(seeds: Sequence[dict[str, Any]]) -> list[str]:
     rows = []
     for g in seeds:
         row = [g["name"].replace("|", "/"), str(g["seeds"])]
-        for _, sub, metric in MAIN_COLUMNS:
-            v = g["metrics"][f"{sub}.{metric}"]
-            row.append(f"{fmt(v['mean'])} ({fmt(v['min'])}, {fmt(v['max'])})")
+        for _, sub, key in MAIN_COLUMNS:
+            v = g["metrics"].get(f"{sub}.{key}")
+            row.append(f"{fmt(v['mean'])} ({fmt(v['min'])}, {fmt(v['max'])})" if v else "–")
         rows.append(row)
     return _table(rows, header)

@@ -96,6 +96,30 @@ def test_ece_pools_samples_of_one_bin() -> None:
     )
 
 
+def test_ece_by_prediction_groups_samples_by_the_predicted_class() -> None:
+    # PROBS's top-1 = [0, 0, 2, 0]: anchor predictions are rows 0, 1, 3 (confidences .7 .5 .4,
+    # right / wrong / wrong, three bins: gaps .3 .5 .4); the tail prediction is row 2 (.6, right:
+    # gap .4).
+    m = compute_metrics(PROBS, TRUE, ANCHOR)
+    assert m["anchor"]["predictions"] == 3 and m["tail"]["predictions"] == 1
+    assert m["anchor"]["ece_by_prediction"] == pytest.approx((0.3 + 0.5 + 0.4) / 3)
+    assert m["tail"]["ece_by_prediction"] == pytest.approx(0.4)
+    assert m["overall"]["ece_by_prediction"] == pytest.approx(m["overall"]["ece"])
+
+
+def test_a_calibrated_anchor_only_model_is_calibrated_by_prediction_not_by_target() -> None:
+    # Always predicts anchor 0 with p = .6 and is right 60% of the time; the other 40% are tail
+    # targets, where it is always wrong: the target-conditioned tail "ECE" is .6 although the
+    # probabilities are exactly right.
+    probs = np.tile([0.6, 0.2, 0.2], (10, 1))
+    true = np.array([0] * 6 + [1] * 2 + [2] * 2)
+    m = compute_metrics(probs, true, ANCHOR)
+    assert m["overall"]["ece"] == pytest.approx(0.0)
+    assert m["tail"]["ece"] == pytest.approx(0.6)
+    assert m["anchor"]["ece_by_prediction"] == pytest.approx(0.0)
+    assert m["tail"]["predictions"] == 0 and math.isnan(m["tail"]["ece_by_prediction"])
+
+
 def test_per_behavior_rows() -> None:
     rows = per_behavior(PROBS, TRUE, ["a", "b", "c"], [100, 5, 3], ANCHOR)
     assert [r["behavior"] for r in rows] == ["a", "b", "c"]
