@@ -21,9 +21,13 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def vllm_server(models_dir: Path, tiny_model: Any) -> Iterator[ServerThread]:
-    srv = ServerThread(settings_for(models_dir, tiny_model, engine="vllm", adapters="a0,a1")).start(
-        timeout=300
+    # A long deadline: these tests are about vLLM's answers and batching, not admission, and
+    # on a loaded 2-core machine (CI beside a training run) 12 concurrent requests otherwise
+    # met the default deadline's admission refusals (429).
+    settings = settings_for(
+        models_dir, tiny_model, engine="vllm", adapters="a0,a1", request_deadline_s=120.0
     )
+    srv = ServerThread(settings).start(timeout=300)
     yield srv
     srv.stop()
 
