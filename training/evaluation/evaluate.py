@@ -28,7 +28,12 @@ from behaviorlm.errors import InputError
 from behaviorlm.options import option
 from training.evaluation import CLASSICAL, GROUPS, KNOWN
 from training.evaluation import metrics as M
-from training.evaluation.calibration import apply_temperature, fit_temperature, logit_adjust
+from training.evaluation.calibration import (
+    apply_temperature,
+    fit_temperature,
+    logit_adjust,
+    temperature_ece_floor,
+)
 from training.evaluation.sequences import load_event_arrays, split_sequences
 
 log = logging.getLogger(__name__)
@@ -268,15 +273,24 @@ def run_llm(
         start = time.monotonic()
         engine = open_engine(cfg.engine, cfg.base_model, system, cfg.dtype, cfg.batch_size)
         try:
-            probs, mass = score_samples(engine, system, test_samples, behaviors, cache, "test")
+            scores = score_samples(engine, system, test_samples, behaviors, cache, "test")
             val_probs = (
-                score_samples(engine, system, val_samples, behaviors, cache, "validation")[0]
+                score_samples(engine, system, val_samples, behaviors, cache, "validation").probs
                 if cfg.calibrate and len(val_idx)
                 else None
             )
         finally:
             engine.close()
-        params: dict[str, Any] = {"mean_label_mass": float(mass.mean())}
+        probs, mass = scores.probs, scores.mass
+        params: dict[str, Any] = {
+            "mean_label_mass": float(mass.mean()),
+            # the scoring's own cost, also when this run read it from the cache (seconds: wall
+            # time of this run, which is then mostly loading)
+            "test_scoring_seconds": (
+                round(scores.seconds, 2) if np.isfinite(scores.seconds) else None
+            ),
+            "test_samples_from_cache": scores.cached,
+        }
         if system.manifest is not None:
             trained = {e.name for e in system.manifest.vocabulary}
             unseen = sorted(set(behaviors) - trained)
@@ -389,6 +403,11 @@ def evaluate(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     prior = np.asarray(vocab.counts, dtype=np.float64) + 1.0
     results += add_logit_adjusted(results, prior / prior.sum(), cfg.logit_adjust)
     anchor_mask = np.array([vocab.is_anchor(n) for n in vocab.names])
+    for res in results:
+        if "calibration" in res.params:  # relative to the probabilities reported for it
+            res.params["calibration"]["test_ece_floor"] = temperature_ece_floor(
+                res.probs, true, anchor_mask
+            )
     body = {
         "data": {
             "root": str(ds.root),

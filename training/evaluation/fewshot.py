@@ -238,7 +238,9 @@ def score_k_shot(cfg: FewShotConfig, k: int, system: Any, evalset: EvalSet, name
     llm = LLMSystem(f"k{k}", system.adapter_dir, system.manifest)
     engine = open_engine(cfg.engine, cfg.base_model, llm, cfg.dtype, cfg.batch_size)
     try:
-        return score_samples(engine, llm, evalset.samples, names, cfg.out / "cache", "fewshot")[0]
+        return score_samples(
+            engine, llm, evalset.samples, names, cfg.out / "cache", "fewshot"
+        ).probs
     finally:
         engine.close()
 

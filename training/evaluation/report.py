@@ -194,12 +194,19 @@ def render_markdown(report: dict[str, Any]) -> str:
                 fmt(c["validation_nll_before"]),
                 fmt(c["validation_nll_after"]),
                 str(c["validation_samples"]),
+                *_floor_cells(c.get("test_ece_floor")),
             ]
             for s in calibrated
             for c in [s["params"]["calibration"]]
         ]
+        header = ["system", "T", "val NLL before", "val NLL after", "val samples"]
+        header += ["ECE floor (T on test)", "its anchor/tail pred. ECE"]
         lines += [
-            *_table(rows, ["system", "T", "val NLL before", "val NLL after", "val samples"]),
+            *_table(rows, header),
+            "",
+            "ECE floor: the lowest top-1 ECE any further temperature (0.25x to 4x) reaches "
+            "on the evaluated samples themselves, a diagnostic of whether a temperature can "
+            "close the gap at all (fitted on test: never a result).",
             "",
         ]
     lines += ["## Systems", ""]
@@ -396,6 +403,15 @@ def write_report(
     return report
 
 
+def _floor_cells(floor: dict[str, float] | None) -> list[str]:
+    if not floor:  # reports written before the floor existed
+        return ["–", "–"]
+    return [
+        f"{fmt(floor['ece'])} (T {fmt(floor['temperature'])})",
+        f"{fmt(floor['ece_anchor_pred'])} / {fmt(floor['ece_tail_pred'])}",
+    ]
+
+
 def find_report(path: Path) -> Path:
     """A report.json given a report dir, the file itself, or a run dir with ``eval/``."""
     for candidate in (path, path / REPORT_JSON, path / "eval" / REPORT_JSON):
@@ -445,6 +461,8 @@ def compare(paths: Sequence[Path]) -> tuple[str, dict[str, Any]]:
             "",
             *seed_table(seeds),
             "",
+            *(f"- {g['name']}: " + ", ".join(g["members"]) for g in seeds),
+            "",
         ]
     summary = {
         "sources": sources,
@@ -459,13 +477,22 @@ def compare(paths: Sequence[Path]) -> tuple[str, dict[str, Any]]:
 
 def merge_seeds(systems: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Systems that differ only in a ``-seed<k>`` part of the name: per metric of
-    MAIN_COLUMNS, the mean, min and max over them (groups of one are left out)."""
+    MAIN_COLUMNS, the mean, min and max over them (groups of one are left out).
+
+    A system named exactly like a group without the suffix (``ct-pj-sft/sft`` beside
+    ``ct-pj-sft-seed1/sft``) joins it as seed 0, the ``seed`` default: runs are usually named
+    before anyone thinks of a second seed, and renaming a committed report would hide which
+    run it was. ``members`` lists who was merged, so the table says so."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for s in systems:
         name = str(s.get("system", s["name"]))
         key = SEED_SUFFIX.sub("", name)
         if key != name:
             groups.setdefault(key, []).append(s)
+    for s in systems:
+        name = str(s.get("system", s["name"]))
+        if name in groups and s not in groups[name]:
+            groups[name].insert(0, s)
     out = []
     for key, members in groups.items():
         if len(members) < 2:
@@ -482,7 +509,14 @@ def merge_seeds(systems: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "min": float(np.nanmin(values)),
                 "max": float(np.nanmax(values)),
             }
-        out.append({"name": key, "seeds": len(members), "metrics": metrics})
+        out.append(
+            {
+                "name": key,
+                "seeds": len(members),
+                "members": [str(m["name"]) for m in members],
+                "metrics": metrics,
+            }
+        )
     return out
 
 

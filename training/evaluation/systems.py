@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,19 @@ from behaviorlm.prompt import Prompt, render_sample
 
 log = logging.getLogger(__name__)
 CHUNK = 256  # prompts per engine call and per cache write
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What ``score_samples`` returns. ``seconds``: engine time spent scoring these samples,
+    summed over every run that added to the cache (a resumed or re-rendered evaluation reports
+    the scoring's real cost, not the few seconds of reading the cache); nan when the cache was
+    written before it recorded time. ``cached``: samples read from the cache this run."""
+
+    probs: np.ndarray
+    mass: np.ndarray
+    seconds: float
+    cached: int
 
 
 @dataclass(frozen=True)
@@ -81,9 +95,10 @@ def score_samples(
     behaviors: Sequence[str],
     cache_dir: Path | None,
     label: str = "",
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Scores:
     """[n, V] probabilities (temperature 1) of ``system`` for ``samples`` over ``behaviors``,
-    and [n] label mass (the model's raw probability that the next token starts a name)."""
+    [n] label mass (the model's raw probability that the next token starts a name), and the
+    scoring time (see ``Scores``)."""
     from tqdm import tqdm
 
     from behaviorlm.scoring.base import ScoreRequest
@@ -93,6 +108,7 @@ def score_samples(
     out = np.zeros((len(prompts), len(behaviors)))
     mass = np.zeros(len(prompts))
     done = 0
+    seconds = 0.0
     cache: Path | None = None
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +119,7 @@ def score_samples(
             done = int(saved["done"])
             out[:done] = saved["probs"][:done]
             mass[:done] = saved["mass"][:done]
+            seconds = float(saved["seconds"]) if "seconds" in saved else float("nan")
             log.info(
                 "%s: resuming at %d/%d scored samples from %s",
                 system.name,
@@ -112,9 +129,11 @@ def score_samples(
             )
     adapter = None if system.adapter_dir is None else system.name
     desc = f"{system.name} {label}".strip()
+    cached = done
     with tqdm(total=len(prompts), initial=done, desc=desc, unit="sample") as bar:
         for start in range(done, len(prompts), CHUNK):
             chunk = prompts[start : start + CHUNK]
+            began = time.monotonic()
             results = engine.score_batch(
                 [
                     ScoreRequest(prompt=p, behaviors=behaviors, adapter=adapter, temperature=1.0)
@@ -126,13 +145,14 @@ def score_samples(
                     raise RuntimeError(f"{system.name}: engine returned behaviors out of order")
                 out[start + j] = res.probs
                 mass[start + j] = res.label_mass
+            seconds += time.monotonic() - began
             bar.update(len(chunk))
             if cache is not None:
                 tmp = cache.with_suffix(".tmp.npz")
                 end = start + len(chunk)
-                np.savez(tmp, probs=out[:end], mass=mass[:end], done=end)
+                np.savez(tmp, probs=out[:end], mass=mass[:end], done=end, seconds=seconds)
                 tmp.replace(cache)
-    return out, mass
+    return Scores(out, mass, seconds, cached)
 
 
 def open_engine(kind: str, base_spec: str, system: LLMSystem, dtype: str, batch_size: int) -> Any:

@@ -14,7 +14,9 @@ from training.evaluation.calibration import (
     fit_temperature,
     logit_adjust,
     store_temperature,
+    temperature_ece_floor,
 )
+from training.evaluation.metrics import expected_calibration_error
 
 
 def test_temperature_two_takes_square_roots() -> None:
@@ -45,6 +47,26 @@ def test_fit_recovers_the_overconfidence_factor() -> None:
     assert fit.nll_after < fit.nll_before
     calibrated = fit_temperature(q, true)
     assert calibrated.temperature == pytest.approx(1.0, rel=0.05)
+
+
+def test_ece_floor_finds_the_temperature_that_calibrates() -> None:
+    # Over-confident by a factor of 2 (reported = q^2): the floor's temperature is near 2 and
+    # its ECE is that of the true q (small, sampling noise only), far below the reported ECE.
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(20000, 6)) * 1.5
+    q = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    true = np.array([rng.choice(6, p=row) for row in q])
+    reported = apply_temperature(q, 0.5)
+    anchor = np.array([True, True, False, False, False, False])
+    floor = temperature_ece_floor(reported, true, anchor)
+    assert floor["temperature"] == pytest.approx(2.0, rel=0.1)
+
+    def ece(p: np.ndarray) -> float:
+        pred = p.argmax(axis=1)
+        return expected_calibration_error(p.max(axis=1), (pred == true).astype(float))
+
+    assert floor["ece"] <= ece(q) + 0.005 and ece(reported) > floor["ece"] + 0.05
+    assert 0 <= floor["ece_anchor_pred"] < 0.05 and 0 <= floor["ece_tail_pred"] < 0.05
 
 
 def test_store_temperature_updates_the_manifest(tmp_path: Path) -> None:

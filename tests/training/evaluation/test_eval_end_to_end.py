@@ -75,6 +75,10 @@ def test_classical_report_and_compare(
         assert (out / png).stat().st_size > 5000
     md = (out / "report.md").read_text()
     assert "| markov-user |" in md and "tail macro-F1" in md
+    # Every calibrated system says how low a temperature could take its ECE on these samples.
+    floor = report["systems"][1]["params"]["calibration"]["test_ece_floor"]
+    assert 0 <= floor["ece"] <= report["systems"][1]["metrics"]["overall"]["ece"] + 1e-9
+    assert "ECE floor (T on test)" in md
     capsys.readouterr()
 
     rc = main(["eval", "--compare", str(out), str(out), "--out", str(tmp_path / "cmp")])
@@ -97,6 +101,18 @@ def test_classical_report_and_compare(
     assert "## Over seeds" in printed
     (row,) = [line for line in printed.splitlines() if line.startswith("| demo/stage2 | 2 |")]
     assert row.split("|")[3].strip() == "0.300 (0.200, 0.400)"
+
+    # A run named without the suffix joins its -seed<k> runs as seed 0, and is listed.
+    rep = json.loads((tmp_path / "s0" / "report.json").read_text())
+    rep["systems"][0]["name"] = "demo/stage2"
+    rep["systems"][0]["metrics"]["overall"]["accuracy"] = 0.6
+    (tmp_path / "s0" / "report.json").write_text(json.dumps(rep))
+    rc = main(["eval", "--compare", str(tmp_path / "s0"), str(tmp_path / "s1")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    (row,) = [line for line in printed.splitlines() if line.startswith("| demo/stage2 | 2 |")]
+    assert row.split("|")[3].strip() == "0.500 (0.400, 0.600)"
+    assert "- demo/stage2: s0: demo/stage2, s1: demo-seed1/stage2" in printed
 
 
 def test_bad_input_is_named(
@@ -192,6 +208,13 @@ def test_llm_systems_calibration_and_resume(prepared: Any, tiny_model: Any, tmp_
     again = json.loads((out / "report.json").read_text())
     again_adapter = {s["name"]: s for s in again["systems"]}["tiny-run/stage2"]
     assert again_adapter["metrics"] == adapter["metrics"]
+    # ... and reports the scoring's cost of the first run, not the cache read.
+    assert adapter["params"]["test_samples_from_cache"] == 0
+    assert adapter["params"]["test_scoring_seconds"] > 0
+    assert again_adapter["params"]["test_samples_from_cache"] == 12
+    assert (
+        again_adapter["params"]["test_scoring_seconds"] == adapter["params"]["test_scoring_seconds"]
+    )
     # One stage's directory given directly is the same system, under the same name.
     direct = [a if a != str(run) else str(run / "stage2") for a in argv[:-3]]
     assert main([*direct, "--systems", "adapters", "--logit-adjust", ""]) == 0
