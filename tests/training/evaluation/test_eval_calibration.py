@@ -34,14 +34,19 @@ def test_logit_adjustment_divides_by_the_prior() -> None:
     assert same[0] == pytest.approx([0.3, 0.7])
 
 
-def test_fit_recovers_the_overconfidence_factor() -> None:
-    # Labels drawn from q; the system reports q^2 (renormalised), i.e. it is over-confident by
-    # a temperature factor of 2, so the NLL-optimal correction is T = 2.
-    rng = np.random.default_rng(0)
+def _overconfident_by_two(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(q, labels drawn from q, q^2 renormalised): a system over-confident by T = 2."""
+    rng = np.random.default_rng(seed)
     logits = rng.normal(size=(20000, 6)) * 1.5
     q = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     true = np.array([rng.choice(6, p=row) for row in q])
-    reported = apply_temperature(q, 0.5)
+    return q, true, apply_temperature(q, 0.5)
+
+
+def test_fit_recovers_the_overconfidence_factor() -> None:
+    # Labels drawn from q; the system reports q^2 (renormalised), i.e. it is over-confident by
+    # a temperature factor of 2, so the NLL-optimal correction is T = 2.
+    q, true, reported = _overconfident_by_two(seed=0)
     fit = fit_temperature(reported, true)
     assert fit.temperature == pytest.approx(2.0, rel=0.05)
     assert fit.nll_after < fit.nll_before
@@ -52,11 +57,7 @@ def test_fit_recovers_the_overconfidence_factor() -> None:
 def test_ece_floor_finds_the_temperature_that_calibrates() -> None:
     # Over-confident by a factor of 2 (reported = q^2): the floor's temperature is near 2 and
     # its ECE is that of the true q (small, sampling noise only), far below the reported ECE.
-    rng = np.random.default_rng(1)
-    logits = rng.normal(size=(20000, 6)) * 1.5
-    q = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    true = np.array([rng.choice(6, p=row) for row in q])
-    reported = apply_temperature(q, 0.5)
+    q, true, reported = _overconfident_by_two(seed=1)
     anchor = np.array([True, True, False, False, False, False])
     floor = temperature_ece_floor(reported, true, anchor)
     assert floor["temperature"] == pytest.approx(2.0, rel=0.1)
