@@ -67,21 +67,21 @@ def temperature_ece_floor(
     anchor_classes = np.flatnonzero(anchor)
     tail_classes = np.flatnonzero(~np.asarray(anchor, dtype=bool))
     logp = np.log(np.maximum(np.asarray(probs, dtype=np.float64), PROB_FLOOR))
-    best: dict[str, float] = {}
-    for t in FLOOR_TEMPERATURES:
+
+    def top1_at(t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = _normalise_log(logp / t)
         pred = top1(p)  # a temperature keeps the ranking, up to float ties
-        conf = p[np.arange(len(pred)), pred]
-        correct = (pred == true).astype(np.float64)
-        ece = expected_calibration_error(conf, correct)
-        if not best or ece < best["ece"]:
-            best = {
-                "temperature": float(t),
-                "ece": ece,
-                "ece_anchor_pred": ece_by_prediction(conf, correct, pred, anchor_classes),
-                "ece_tail_pred": ece_by_prediction(conf, correct, pred, tail_classes),
-            }
-    return best
+        return pred, p[np.arange(len(pred)), pred], (pred == true).astype(np.float64)
+
+    eces = [expected_calibration_error(*top1_at(t)[1:]) for t in FLOOR_TEMPERATURES]
+    best = int(np.argmin(eces))  # the first minimum, as the scan in increasing T finds it
+    pred, conf, correct = top1_at(float(FLOOR_TEMPERATURES[best]))
+    return {
+        "temperature": float(FLOOR_TEMPERATURES[best]),
+        "ece": eces[best],
+        "ece_anchor_pred": ece_by_prediction(conf, correct, pred, anchor_classes),
+        "ece_tail_pred": ece_by_prediction(conf, correct, pred, tail_classes),
+    }
 
 
 @dataclass(frozen=True)
