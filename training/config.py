@@ -390,3 +390,18 @@ def load_config(preset: str, overrides: Sequence[str] = ()) -> TrainConfig:
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping at the top level")
     return config_from_dict(_merge(data, parse_overrides(overrides)))
+
+
+def config_differences(saved: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
+    """Each dotted key whose value differs between two config dicts, as ``key=ours (saved:
+    theirs)``: the override that made the difference, so a refused ``--resume`` says which
+    ``key=value`` to pass (a run's ``dtype: auto`` is saved as what it became on its machine,
+    which another machine may resolve otherwise)."""
+    out: list[str] = []
+    for key in sorted(set(saved) | set(ours)):
+        a, b = saved.get(key), ours.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += [f"{key}.{d}" for d in config_differences(a, b)]
+        elif a != b:
+            out.append(f"{key}={_plain(b)!r} (saved: {_plain(a)!r})")
+    return out

@@ -41,7 +41,13 @@ from behaviorlm.prompt import PieceEncoder
 from behaviorlm.vocabulary import Vocabulary
 from training.batching import plan_batches
 from training.checkpoint import checkpoint_path
-from training.config import StageSettings, Strategy, TrainConfig, config_from_dict
+from training.config import (
+    StageSettings,
+    Strategy,
+    TrainConfig,
+    config_differences,
+    config_from_dict,
+)
 from training.data.dataset import EventTable
 from training.difficulty import (
     DIFFICULTY_FILE,
@@ -298,10 +304,12 @@ def _check_out_dir(out: Path, config: TrainConfig, run_info: dict[str, Any], res
         return
     if not saved.exists():
         return  # nothing to resume: a fresh run
-    if _saved_config(saved) != config.to_dict():
+    differences = config_differences(_saved_config(saved), config.to_dict())
+    if differences:
         raise InputError(
-            f"--resume: {saved} differs from this run's config; resume with the same preset "
-            "and overrides (or choose another --out)"
+            f"--resume: {saved} differs from this run's config in {', '.join(differences)}; "
+            "resume with the same preset and overrides (pass the saved values as key=value) "
+            "or choose another --out"
         )
     old = json.loads((out / RUN_FILE).read_text())
     for key in ("strategy", "base_model"):

@@ -76,3 +76,16 @@ def test_every_config_key_is_documented_in_train_help(capsys: pytest.CaptureFixt
         )
         for key in keys:
             assert f"  {key} (" in text, key
+
+
+def test_config_differences_name_each_key_as_an_override() -> None:
+    """A refused --resume names every differing key as the key=value that would match."""
+    from training.config import config_differences
+
+    saved = load_config("cpu", ["dtype=float32", "seed=1"]).to_dict()
+    ours = load_config("cpu", ["dtype=bfloat16", "seed=1", "stage2.logit_adjust_tau=0"])
+    assert config_differences(saved, saved) == []
+    assert config_differences(saved, ours.to_dict()) == [
+        "dtype='bfloat16' (saved: 'float32')",
+        "stage2.logit_adjust_tau=0.0 (saved: 0.2)",
+    ]
