@@ -396,12 +396,12 @@ def config_differences(saved: Mapping[str, Any], ours: Mapping[str, Any]) -> lis
     """Each dotted key whose value differs between two config dicts, as ``key=ours (saved:
     theirs)``: the override that made the difference, so a refused ``--resume`` says which
     ``key=value`` to pass (a run's ``dtype: auto`` is saved as what it became on its machine,
-    which another machine may resolve otherwise)."""
+    which another machine may resolve otherwise). Both are ``to_dict()`` output: plain values."""
     out: list[str] = []
     for key in sorted(set(saved) | set(ours)):
         a, b = saved.get(key), ours.get(key)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += [f"{key}.{d}" for d in config_differences(a, b)]
         elif a != b:
-            out.append(f"{key}={_plain(b)!r} (saved: {_plain(a)!r})")
+            out.append(f"{key}={b!r} (saved: {a!r})")
     return out
