@@ -36,11 +36,14 @@ from behaviorlm.events import normalize_behavior
 from behaviorlm.prompt import PieceEncoder
 
 SCORING_FORMAT = 3
+HEAD_SCORING_FORMAT = 4  # behaviorlm.head: trained rows + repeat features, same readout
 SCORING_FORMATS = {
     1: "first-token trie renormalised per node (retired 2026-11-26)",
     2: "whole-answer probability over an answer tree (retired 2026-12-01)",
     3: "label-word head: mean logit of the name's tokens at one readout",
+    4: "trained behavior head: W h + bias + repeat features at the same readout",
 }
+READABLE_FORMATS = (SCORING_FORMAT, HEAD_SCORING_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -126,13 +129,22 @@ class LabelHead:
                 "the model returned non-finite logits at the readout: its weights (or the "
                 "adapter's) are probably NaN"
             )
-        first = values[self.first_columns] - log_normaliser
-        label_mass = float(np.exp(first).sum())
-        score = self.scores(values) / temperature
-        score -= score.max()
-        probs = np.exp(score)
-        probs /= probs.sum()
-        return probs, min(label_mass, 1.0)
+        return softmax(self.scores(values), temperature), self.label_mass(values, log_normaliser)
+
+    def label_mass(self, union_logits: np.ndarray, log_normaliser: float = 0.0) -> float:
+        """The full-vocabulary probability that the next token starts one of the names."""
+        first = np.asarray(union_logits, dtype=np.float64)[self.first_columns] - log_normaliser
+        return min(float(np.exp(first).sum()), 1.0)
+
+
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """P over behaviors from their scores (float64, sums to 1)."""
+    score = np.asarray(scores, dtype=np.float64) / temperature
+    if not np.isfinite(score).all():
+        raise EngineError("the behavior head returned non-finite scores: its weights are NaN")
+    score -= score.max()
+    probs = np.exp(score)
+    return probs / probs.sum()
 
 
 def untrained(names: Sequence[str], vocabulary: Sequence[str]) -> list[str]:

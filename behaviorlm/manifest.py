@@ -16,7 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from behaviorlm.errors import InputError, ManifestMismatch
-from behaviorlm.labels import SCORING_FORMAT, SCORING_FORMATS, LabelHead
+from behaviorlm.head import HeadInfo
+from behaviorlm.labels import (
+    HEAD_SCORING_FORMAT,
+    READABLE_FORMATS,
+    SCORING_FORMAT,
+    SCORING_FORMATS,
+    LabelHead,
+)
 from behaviorlm.prompt import PROMPT_VERSION
 from behaviorlm.vocabulary import Vocabulary
 
@@ -82,6 +89,11 @@ class AdapterManifest(BaseModel):
     anchor_share: float
     vocabulary: list[VocabularyEntry]
     calibration: Calibration = Field(default_factory=Calibration)
+    head: HeadInfo | None = Field(
+        default=None,
+        description="the trained behavior head (scoring format 4, behaviorlm/head.py); none: "
+        "the label-word head (format 3)",
+    )
     lora: dict[str, Any] = Field(default_factory=dict, description="r, alpha, target modules")
     training_config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -157,11 +169,22 @@ class AdapterManifest(BaseModel):
         where: str = "adapter",
     ) -> None:
         """Refuse to serve an adapter with another base model, prompt, scoring or tokenizer."""
-        if self.scoring_format != SCORING_FORMAT:
+        if self.scoring_format not in READABLE_FORMATS:
             known = SCORING_FORMATS.get(self.scoring_format, "unknown")
             raise ManifestMismatch(
                 f"{where}: scoring format {self.scoring_format} ({known}); this BehaviorLM "
-                f"reads format {SCORING_FORMAT}: {RETRAIN}"
+                f"reads formats {list(READABLE_FORMATS)}: {RETRAIN}"
+            )
+        has_head = self.scoring_format == HEAD_SCORING_FORMAT
+        if has_head and self.head is None:
+            raise ManifestMismatch(
+                f"{where}: scoring format {self.scoring_format} needs a trained behavior head, "
+                "but the manifest's 'head' is missing"
+            )
+        if not has_head and self.head is not None:
+            raise ManifestMismatch(
+                f"{where}: the manifest's 'head' is set, but scoring format "
+                f"{self.scoring_format} reads no trained head (format {HEAD_SCORING_FORMAT} does)"
             )
         if self.prompt_version != PROMPT_VERSION:
             raise ManifestMismatch(

@@ -14,6 +14,7 @@ from behaviorlm.errors import BehaviorLMError, InputError
 from behaviorlm.events import Event, check_sorted, normalize_behavior
 from behaviorlm.manifest import AdapterManifest
 from behaviorlm.prompt import render_prompt
+from behaviorlm.repeats import RepeatInput
 from behaviorlm.scoring import ScoreRequest, ScoreResult, ScoringEngine
 from service.errors import ApiError
 from service.schemas import Prediction, PredictRequest, PredictResult
@@ -82,23 +83,37 @@ def prepare(
             type="adapter_not_found",
             field=f"{prefix}adapter",
         )
-    history = history_events(req, prefix)
-    now = req.now if req.now is not None else default_now(history)
-    # The prompt shows the last K events, as training and evaluation read them.
+    full = history_events(req, prefix)
+    now = req.now if req.now is not None else default_now(full)
+    # The prompt shows the last K events, as training and evaluation read them; a trained
+    # head's repeat features read up to its repeat_window of the whole history sent.
     keep = served.manifest.history_events
-    if keep is not None:
-        history = history[-keep:]
+    history = full[-keep:] if keep is not None else full
     prompt = render_prompt(history, now, dict(req.now_context))
+    past = repeat_input(served.manifest, full, now, len(history))
     behaviors, untrained = candidates(req, served, engine, prefix)
     unknown_history = sum(1 for e in history if e.behavior not in served.vocabulary)
     return Prepared(
         served=served,
-        score=ScoreRequest(prompt=prompt, behaviors=behaviors, adapter=served.key),
+        score=ScoreRequest(prompt=prompt, behaviors=behaviors, adapter=served.key, past=past),
         top_k=req.top_k,
         unknown_history=unknown_history,
         history_used=len(history),
         untrained=untrained,
         user_id=req.user_id,
+    )
+
+
+def repeat_input(
+    manifest: AdapterManifest, history: Sequence[Event], now: datetime | None, shown: int
+) -> RepeatInput | None:
+    """What the adapter's repeat features read (None: its head has none)."""
+    head = manifest.head
+    if head is None or head.repeat_window == 0:
+        return None
+    past = history[-head.repeat_window :]
+    return RepeatInput.of_events(
+        [e.behavior for e in past], [e.timestamp for e in past], now, shown
     )
 
 

@@ -41,6 +41,10 @@ def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
     from behaviorlm.scoring.factory import choose_kind, make_engine
 
     kind = choose_kind(settings.engine)
+    heads = adapters_with_head(settings) if kind == "vllm" and settings.engine == "auto" else []
+    if heads:  # vLLM refuses trained-head adapters; auto must not pick an engine that would
+        kind = choose_kind(settings.engine, trained_head=True)
+        log.info("engine auto -> transformers: %s have a trained head", ", ".join(heads))
     base = resolve_base_model(settings.base_model)
     opts: dict[str, Any] = {}
     if settings.dtype != "auto":
@@ -48,6 +52,24 @@ def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
     if kind == "transformers":
         opts["merge"] = settings.merge_adapter
     return make_engine(kind, base, **opts), kind
+
+
+def adapters_with_head(settings: ServiceSettings) -> list[str]:
+    """Served names of the configured adapters whose manifest records a trained head.
+
+    Reads only the manifests; an unreadable one is left to the adapter load to report."""
+    try:
+        found = discover_adapters(settings.models_dir, settings.adapters)
+    except InputError:
+        return []
+    names = []
+    for name, path in found.items():
+        try:
+            if AdapterManifest.load(path).head is not None:
+                names.append(name)
+        except (BehaviorLMError, OSError):
+            continue
+    return names
 
 
 class Runtime:

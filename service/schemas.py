@@ -180,8 +180,15 @@ class ModelInfo(BaseModel):
     strategy: str
     base_model: str
     prompt_version: str
-    scoring_format: int
-    history_events: int | None
+    scoring_format: int = Field(
+        description="3: label-word head; 4: trained behavior head with repeat features"
+    )
+    history_events: int | None = Field(description="history events the prompt shows")
+    repeat_window: int = Field(
+        0,
+        description="history events the trained head's repeat features read (send at least "
+        "this many for the best answer; 0: the adapter has none)",
+    )
     created_at: datetime
     anchor_share: float
     vocabulary: list[VocabularyItem]

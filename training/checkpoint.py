@@ -1,4 +1,5 @@
-"""Mid-stage checkpoints: LoRA weights, optimizer, lr schedule position, RNG and step.
+"""Mid-stage checkpoints: LoRA (and trained head) weights, optimizer, lr schedule position,
+RNG and step.
 
 The batch schedule is a pure function of the seed, so the step number is the whole sampler
 position. A checkpoint is one file written to a temporary name and renamed over the old one:
@@ -28,6 +29,7 @@ def save_checkpoint(
     model: Any,
     optimizer: Any,
     log: list[dict[str, float]],
+    head: Any = None,
 ) -> None:
     import torch
     from peft import get_peft_model_state_dict
@@ -41,6 +43,7 @@ def save_checkpoint(
         "numpy_rng": np.random.get_state(),
         "python_rng": random.getstate(),
         "log": log,
+        "head": head.state_dict() if head is not None else None,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -49,7 +52,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, *, model: Any, optimizer: Any
+    path: Path, *, model: Any, optimizer: Any, head: Any = None
 ) -> tuple[int, list[dict[str, float]]]:
     """Restore everything into ``model`` / ``optimizer`` and the RNGs; returns (step, log)."""
     import torch
@@ -60,6 +63,10 @@ def load_checkpoint(
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
         raise RuntimeError(f"{path}: checkpoint has unexpected LoRA keys {unexpected[:3]}")
+    if (head is None) != (state.get("head") is None):
+        raise RuntimeError(f"{path}: checkpoint and run disagree on a trained behavior head")
+    if head is not None:
+        head.load_state_dict(state["head"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and torch.cuda.is_available():

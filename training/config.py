@@ -61,6 +61,35 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
+class HeadSettings:
+    """The readout (behaviorlm/head.py): the label-word head of the frozen output embeddings,
+    or a trained behavior head (W h + bias + repeat features) saved with the adapter."""
+
+    trained: bool = option(
+        False,
+        help="Train a behavior head (scoring format 4): one row per behavior, initialised to "
+        "the mean of its name tokens' output rows (so step 0 equals the label-word head), "
+        "trained in every stage with the LoRA weights. false: the label-word head (format 3), "
+        "which SmolLM2's tied embeddings keep frozen.",
+    )
+    repeat_window: int = option(
+        0,
+        help="With trained: the behavior's repeat features (count, count in the prompt, "
+        "recency, is-last, same hour, same weekday: behaviorlm/repeats.py) over the user's "
+        "last this many events, with learned weights added to the logits. 0 = no features.",
+    )
+    lr: float = option(0.0, help="peak learning rate of the head's weights (0 = the stage's lr)")
+
+    def check(self, where: str) -> None:
+        if self.repeat_window < 0:
+            raise _fail(f"{where}.repeat_window", self.repeat_window, "must be >= 0")
+        if self.repeat_window and not self.trained:
+            raise _fail(f"{where}.repeat_window", self.repeat_window, "needs head.trained=true")
+        if self.lr < 0:
+            raise _fail(f"{where}.lr", self.lr, "must be >= 0")
+
+
+@dataclass(frozen=True)
 class StageSettings:
     """One optimisation stage (stage 1, stage 2, or the single stage of sft / balanced)."""
 
@@ -186,6 +215,9 @@ class TrainConfig:
         " keeps >= K.",
     )
     lora: LoraSettings = option(default_factory=LoraSettings, help="the LoRA adapter")
+    head: HeadSettings = option(
+        default_factory=HeadSettings, help="the readout: label words or a trained head"
+    )
     stage1: StageSettings = option(
         default_factory=lambda: StageSettings(kl_weight=1.0),
         help="stage 1 of behaviorlm: anchor-target readouts, KL knowledge preservation",
@@ -215,6 +247,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise _fail(name, getattr(self, name), "must be >= 1")
         self.lora.check("lora")
+        self.head.check("head")
         self.stage1.check("stage1")
         self.stage2.check("stage2")
         self.baseline.check("baseline")

@@ -27,30 +27,112 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from behaviorlm.head import BehaviorHead, init_rows
 from behaviorlm.labels import LabelHead
+from behaviorlm.repeats import FEATURES
 from behaviorlm.scoring.readout import head_rows, hidden_states, label_scores
 from training.batching import Batch
+from training.features import ReadoutFeatures
 
 
 @dataclass(frozen=True)
 class HeadTensors:
-    """The label-word head on a device: output-head rows of the label tokens, averaging matrix."""
+    """The readout on a device: the label-word head (output-head rows of the label tokens,
+    averaging matrix), and when training one, the trained behavior head and the targets'
+    repeat features."""
 
     weight: Any  # [U, d]
     bias: Any | None  # [U]
     matrix: Any  # [behaviors, U] fp32
     log_prior: Any  # [behaviors] fp32: log training share, add-one smoothed
+    trained: TrainedHead | None = None
+    features: ReadoutFeatures | None = None
 
     @classmethod
     def of(
-        cls, model: Any, head: LabelHead, device: Any, train_counts: Sequence[int]
+        cls,
+        model: Any,
+        head: LabelHead,
+        device: Any,
+        train_counts: Sequence[int],
+        trained: bool = False,
+        features: ReadoutFeatures | None = None,
     ) -> HeadTensors:
         import torch
 
         union = torch.as_tensor(head.union, device=device)
         weight, bias = head_rows(model, union)
         matrix = torch.as_tensor(head.matrix, dtype=torch.float32, device=device)
-        return cls(weight, bias, matrix, log_prior(train_counts, device))
+        module = None
+        if trained:
+            w0, b0 = init_rows(
+                head,
+                weight.float().cpu().numpy(),
+                None if bias is None else bias.float().cpu().numpy(),
+            )
+            module = TrainedHead(w0, b0, len(FEATURES) if features is not None else 0, device)
+        return cls(weight, bias, matrix, log_prior(train_counts, device), module, features)
+
+
+class TrainedHead:
+    """The behavior head's trainable weights (fp32 torch Parameters): rows W, bias and the
+    repeat-feature weights. A plain holder, not an nn.Module, so importing this file needs no
+    torch (``behaviorlm train --help``)."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, features: int, device: Any) -> None:
+        import torch
+
+        def param(value: Any) -> Any:
+            return torch.nn.Parameter(torch.as_tensor(value, dtype=torch.float32, device=device))
+
+        self.weight = param(np.array(weight, dtype=np.float32))
+        self.bias = param(np.array(bias, dtype=np.float32))
+        self.feature_weights = param(np.zeros(features, dtype=np.float32))
+
+    def parameters(self) -> list[Any]:
+        return [self.weight, self.bias, self.feature_weights]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "weight": self.weight.detach().cpu().clone(),
+            "bias": self.bias.detach().cpu().clone(),
+            "feature_weights": self.feature_weights.detach().cpu().clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        import torch
+
+        with torch.no_grad():
+            for name, value in state.items():
+                getattr(self, name).copy_(value)
+
+    def scores(self, rows: Any, features: ReadoutFeatures | None, readout_index: Any) -> Any:
+        """[N, V] fp32 scores of hidden ``rows`` [N, d] (targets ``readout_index``)."""
+        out = rows.float() @ self.weight.T + self.bias
+        if features is not None and self.feature_weights.numel():
+            out = out + features.logits(readout_index, self.feature_weights, out.shape[-1])
+        return out
+
+    def export(self, names: Sequence[str], repeat_window: int) -> BehaviorHead:
+        """The head as the engines load it (numpy)."""
+        return BehaviorHead(
+            tuple(names),
+            self.weight.detach().float().cpu().numpy(),
+            self.bias.detach().float().cpu().numpy(),
+            self.feature_weights.detach().float().cpu().numpy(),
+            repeat_window if self.feature_weights.numel() else 0,
+        )
+
+    def restore(self, head: BehaviorHead) -> None:
+        """Load a saved head's weights (a finished stage, on resume)."""
+        import torch
+
+        state = {"weight": head.weight, "bias": head.bias}
+        if self.feature_weights.numel():
+            state["feature_weights"] = head.feature_weights
+        self.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
 
 
 def log_prior(train_counts: Sequence[int], device: Any = None) -> Any:
@@ -62,14 +144,17 @@ def log_prior(train_counts: Sequence[int], device: Any = None) -> Any:
     return torch.log(counts / counts.sum()).to(torch.float32).to(device)
 
 
-def readout_scores(model: Any, batch: Batch, head: HeadTensors) -> Any:
+def readout_scores(model: Any, batch: Batch, head: HeadTensors, label_words: bool = False) -> Any:
     """[N, behaviors] fp32 scores at the batch's readouts (LoRA in low precision on bf16; the
-    head itself in fp32 outside autocast, as the engines compute it)."""
+    head itself in fp32 outside autocast, as the engines compute it). ``label_words``: the
+    label-word head even when a trained one exists (the KL term's base distribution)."""
     inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
     dtype = inner.get_input_embeddings().weight.dtype
     with _low_precision_lora(inner, dtype, batch.input_ids.device):
         hidden = hidden_states(model, batch.input_ids)
         rows = hidden[batch.readout_row, batch.readout_col]
+    if head.trained is not None and not label_words:
+        return head.trained.scores(rows, head.features, batch.readout_index)
     return label_scores(rows, head.weight, head.bias, head.matrix)
 
 

@@ -35,7 +35,8 @@ import yaml
 
 from behaviorlm.base_model import BaseModel
 from behaviorlm.errors import InputError
-from behaviorlm.labels import LabelHead
+from behaviorlm.head import BehaviorHead
+from behaviorlm.labels import HEAD_SCORING_FORMAT, SCORING_FORMAT, LabelHead
 from behaviorlm.manifest import AdapterManifest, Calibration
 from behaviorlm.prompt import PieceEncoder
 from behaviorlm.vocabulary import Vocabulary
@@ -57,6 +58,7 @@ from training.difficulty import (
     save_difficulty,
     score_difficulty,
 )
+from training.features import readout_features
 from training.losses import HeadTensors
 from training.packing import PackedRows, Readouts, describe, pack
 from training.plots import plot_stage_log
@@ -276,6 +278,11 @@ def _setup(
         (out / RUN_FILE).write_text(json.dumps(run_info, indent=1, default=str) + "\n")
     head = LabelHead.from_encoder(encoder, data.vocabulary.names)
     model = build_lora_model(base.path, config.lora, config.dtype, config.seed, device)
+    features = None
+    if config.head.trained and config.head.repeat_window:
+        features = readout_features(
+            data.table, data.readouts, data.vocabulary, config.head.repeat_window, data.history_len
+        )
     return RunContext(
         out=out,
         strategy=strategy,
@@ -289,7 +296,9 @@ def _setup(
         model=model,
         encoder=encoder,
         rows=rows,
-        head=HeadTensors.of(model, head, device, data.vocabulary.counts),
+        head=HeadTensors.of(
+            model, head, device, data.vocabulary.counts, config.head.trained, features
+        ),
     )
 
 
@@ -334,6 +343,11 @@ def _stage(
     if ctx.resume and (stage_dir / "manifest.json").exists():
         saved = load_file(str(stage_dir / "adapter_model.safetensors"))
         set_peft_model_state_dict(ctx.model, saved)
+        manifest = AdapterManifest.load(stage_dir)
+        if ctx.head.trained is not None and manifest.head is not None:
+            ctx.head.trained.restore(
+                BehaviorHead.load(stage_dir, manifest.head, ctx.data.vocabulary.names)
+            )
         log.info("%s: already finished in %s, loaded its adapter", name, stage_dir)
         return stage_dir
     eligible, batches = _plan_stage(ctx, name, settings, weights)
@@ -415,8 +429,13 @@ def _save_stage(
     (stage_dir / CONFIG_FILE).write_text(ctx.config.to_yaml())
     (stage_dir / "train_log.json").write_text(json.dumps(history) + "\n")
     plot_stage_log(history, stage_dir / "loss.png", f"{ctx.run_name} {name}")
-    weights = (stage_dir / "adapter_model.safetensors").read_bytes()
-    version = f"{name}-{hashlib.sha256(weights).hexdigest()[:12]}"
+    digest = hashlib.sha256((stage_dir / "adapter_model.safetensors").read_bytes())
+    head_info = None
+    if ctx.head.trained is not None:
+        exported = ctx.head.trained.export(ctx.data.vocabulary.names, ctx.config.head.repeat_window)
+        head_info = exported.save(stage_dir)
+        digest.update(head_info.sha256.encode())
+    version = f"{name}-{digest.hexdigest()[:12]}"
     metrics = stage_metrics(history, seconds)
     lora = ctx.config.lora
     vocab = ctx.data.vocabulary
@@ -437,6 +456,8 @@ def _save_stage(
         },
         training_config={"stage": name, "settings": settings.__dict__, **ctx.config.to_dict()},
         calibration=Calibration(trained_logit_adjust_tau=settings.logit_adjust_tau),
+        head=head_info,
+        scoring_format=HEAD_SCORING_FORMAT if head_info is not None else SCORING_FORMAT,
         metrics=metrics,
         data={**ctx.data.info, "rows": describe(ctx.rows), **selection},
     )
@@ -478,6 +499,7 @@ STAGE1_KEYS: tuple[str, ...] = (
     "seed",
     "dtype",
     "lora",
+    "head",
     "stage1",
     "difficulty",
     "chunk_events",

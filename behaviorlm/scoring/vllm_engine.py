@@ -183,6 +183,15 @@ class VLLMEngine(ScoringEngine):
 
         spec.manifest.check_compatible(self.base.ref, self.encoder, where=str(spec.path))
         spec.manifest.label_head()  # colliding names are refused before anything is loaded
+        if spec.manifest.head is not None:
+            # vLLM hands back token log-probabilities, not the hidden state at the readout, in
+            # the same request as a LoRA generation; a trained head needs that hidden state.
+            raise EngineError(
+                f"{spec.path}: this adapter scores with a trained behavior head (scoring format "
+                f"{spec.manifest.scoring_format}), which the vLLM engine cannot serve (it exposes "
+                "token log-probabilities, not the readout's hidden state); serve it with "
+                "engine=transformers"
+            )
         rank = int(spec.manifest.lora.get("r", 0) or 0)
         if rank > self.max_lora_rank:
             raise EngineError(

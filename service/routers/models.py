@@ -24,6 +24,7 @@ def model_info(served: Served, default: bool) -> ModelInfo:
         prompt_version=m.prompt_version,
         scoring_format=m.scoring_format,
         history_events=m.history_events,
+        repeat_window=m.head.repeat_window if m.head is not None else 0,
         created_at=m.created_at,
         anchor_share=m.anchor_share,
         vocabulary=[

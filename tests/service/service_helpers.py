@@ -25,6 +25,7 @@ class ServerThread:
 
         from service.app import create_app
 
+        self.settings = settings
         self.failure: list[str] = []
         extra = {"engine_factory": engine_factory} if engine_factory is not None else {}
         self.app = create_app(settings, on_startup_failure=self._failed, **extra)

@@ -32,6 +32,7 @@ import pandas as pd
 
 from behaviorlm.errors import InputError
 from behaviorlm.events import Event, Sample, normalize_behavior
+from behaviorlm.repeats import RepeatInput, hours_weekdays
 from behaviorlm.vocabulary import Vocabulary
 from training.data.config import SPLITS
 
@@ -90,6 +91,35 @@ class EventTable:
     def event(self, row: int) -> Event:
         return Event(str(self.behaviors[row]), self.time(row), self.context(row))
 
+    @cached_property
+    def user_first(self) -> np.ndarray:
+        """[rows] the row where each row's user begins (users' events are contiguous)."""
+        users = self.users
+        if len(users) == 0:
+            return np.zeros(0, dtype=np.int64)
+        change = np.flatnonzero(users[1:] != users[:-1]) + 1
+        firsts = np.concatenate([[0], change]).astype(np.int64)
+        return firsts[np.searchsorted(firsts, np.arange(len(users)), side="right") - 1]
+
+    @cached_property
+    def hours_weekdays(self) -> tuple[np.ndarray, np.ndarray]:
+        """[rows] local hour and weekday of each event (``behaviorlm.repeats.UNKNOWN``: none)."""
+        return hours_weekdays(self.micros, self.has_time)
+
+    def past(self, row: int, window: int, shown: int) -> RepeatInput:
+        """What the repeat features of a prediction at event ``row`` read: the same user's last
+        ``window`` events before it, ``shown`` of them in the prompt."""
+        lo = max(int(self.user_first[row]), row - window)
+        hours, weekdays = self.hours_weekdays
+        return RepeatInput(
+            tuple(str(b) for b in self.behaviors[lo:row]),
+            tuple(hours[lo:row].tolist()),
+            tuple(weekdays[lo:row].tolist()),
+            int(hours[row]),
+            int(weekdays[row]),
+            shown,
+        )
+
 
 class SampleView(Sequence[Sample]):
     """The samples of one split: indexable and sliceable, built on access."""
@@ -130,6 +160,10 @@ class SampleView(Sequence[Sample]):
     def __iter__(self) -> Iterator[Sample]:
         for i in range(len(self)):
             yield self[i]
+
+    def past(self, index: int, window: int, shown: int) -> RepeatInput:
+        """The repeat features' input of sample ``index`` (``EventTable.past``)."""
+        return self._table.past(int(self._rows[index]), window, shown)
 
     def take(self, indices: Sequence[int] | np.ndarray) -> SampleView:
         """A view of the given sample positions (e.g. a class-balanced subset)."""

@@ -13,4 +13,5 @@ CLASSICAL: tuple[str, ...] = (
     "markov-user",
 )
 GROUPS: dict[str, tuple[str, ...]] = {"classical": CLASSICAL}
-KNOWN: tuple[str, ...] = (*CLASSICAL, "sasrec", "zero-shot", "adapters")
+# hybrid-sasrec: every LLM system fused with SASRec (fusion.py), reported as kind "hybrid"
+KNOWN: tuple[str, ...] = (*CLASSICAL, "sasrec", "zero-shot", "adapters", "hybrid-sasrec")

@@ -155,6 +155,9 @@ class SystemResult:
     params: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     variant_of: str | None = None
+    # validation probabilities (the hybrid arm's fit): classical systems over the whole
+    # validation split, LLM systems over the seeded subset their temperature was fitted on
+    val_probs: np.ndarray | None = field(default=None, repr=False)
 
 
 def choose_subset(n: int, limit: int | None, seed: int) -> np.ndarray:
@@ -217,10 +220,12 @@ def run_classical(
         system.fit(train, validation if len(validation) else None)
         probs = system.predict(test)
         params = dict(system.params)
+        val_probs = None
         if len(validation):
             # A temperature keeps the ranking (what the system's name promises) and fixes the
             # spread: classical systems are compared with calibrated LLMs on NLL/ECE fairly.
-            fit = fit_temperature(system.predict(validation), validation.targets)
+            val_probs = system.predict(validation)
+            fit = fit_temperature(val_probs, validation.targets)
             probs = apply_temperature(probs, fit.temperature)
             params["calibration"] = {
                 "temperature": fit.temperature,
@@ -235,6 +240,7 @@ def run_classical(
                 probs,
                 params,
                 time.monotonic() - start,
+                val_probs=val_probs if name == "sasrec" else None,
             )
         )
         log.info("%s: fitted and scored in %.1f s", system.name, out[-1].seconds)
@@ -309,7 +315,14 @@ def run_llm(
                 adapter=str(system.adapter_dir),
                 stored_temperature=system.manifest.calibration.temperature,
             )
-        res = SystemResult(system.name, system.kind, probs, params, time.monotonic() - start)
+        res = SystemResult(
+            system.name,
+            system.kind,
+            probs,
+            params,
+            time.monotonic() - start,
+            val_probs=val_probs,
+        )
         out.append(res)
         if val_probs is not None:
             fit = fit_temperature(val_probs, val_true)
@@ -336,6 +349,51 @@ def run_llm(
                 log.info(
                     "%s: stored temperature %.3f in its manifest", system.name, fit.temperature
                 )
+    return out
+
+
+def add_hybrids(cfg: EvalConfig, ds: Any, results: list[SystemResult]) -> list[SystemResult]:
+    """Each LLM system fused with SASRec (``fusion.py``), weights fitted on validation."""
+    from training.evaluation.fusion import fit_fusion, fuse
+
+    sasrec = next((r for r in results if r.name == "sasrec" and r.variant_of is None), None)
+    llms = [r for r in results if r.kind.startswith("llm") and r.variant_of is None]
+    if sasrec is None or sasrec.val_probs is None or not llms:
+        raise InputError(
+            "--systems hybrid-sasrec needs sasrec, at least one LLM system and a validation "
+            "split (with --calibrate)"
+        )
+    val_idx = choose_subset(ds.num_samples("validation"), cfg.max_validation_samples, cfg.seed)
+    index = {n: i for i, n in enumerate(ds.vocabulary.names)}
+    val_true = np.array(
+        [index[t] for t in np.asarray(ds.targets("validation"))[val_idx]], dtype=np.int64
+    )
+    out = []
+    for llm in llms:
+        if llm.val_probs is None:
+            continue
+        fit = fit_fusion(llm.val_probs, sasrec.val_probs[val_idx], val_true)
+        out.append(
+            SystemResult(
+                f"{llm.name} x sasrec (hybrid)",
+                "hybrid",
+                fuse(llm.probs, sasrec.probs, fit.llm_weight, fit.other_weight),
+                {
+                    "llm": llm.name,
+                    "llm_weight": fit.llm_weight,
+                    "sasrec_weight": fit.other_weight,
+                    "validation_nll": fit.validation_nll,
+                    "validation_samples": fit.validation_samples,
+                },
+            )
+        )
+        log.info(
+            "%s x sasrec: weights %.1f / %.1f (validation NLL %.3f)",
+            llm.name,
+            fit.llm_weight,
+            fit.other_weight,
+            fit.validation_nll,
+        )
     return out
 
 
@@ -400,6 +458,8 @@ def evaluate(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     true = np.array([index[t] for t in all_targets[test_idx]], dtype=np.int64)
     names = cfg.expanded()
     results = run_classical(cfg, ds, names, test_idx) + run_llm(cfg, ds, names, test_idx)
+    if "hybrid-sasrec" in names:
+        results += add_hybrids(cfg, ds, results)
     prior = np.asarray(vocab.counts, dtype=np.float64) + 1.0
     results += add_logit_adjusted(results, prior / prior.sum(), cfg.logit_adjust)
     anchor_mask = np.array([vocab.is_anchor(n) for n in vocab.names])

@@ -23,6 +23,7 @@ from behaviorlm.errors import InputError
 from behaviorlm.events import Sample
 from behaviorlm.manifest import MANIFEST_FILE, AdapterManifest
 from behaviorlm.prompt import Prompt, render_sample
+from behaviorlm.repeats import RepeatInput
 
 log = logging.getLogger(__name__)
 CHUNK = 256  # prompts per engine call and per cache write
@@ -104,6 +105,7 @@ def score_samples(
     from behaviorlm.scoring.base import ScoreRequest
 
     prompts = [render_sample(s) for s in samples]
+    pasts = repeat_inputs(system, samples)
     behaviors = tuple(behaviors)
     out = np.zeros((len(prompts), len(behaviors)))
     mass = np.zeros(len(prompts))
@@ -136,8 +138,14 @@ def score_samples(
             began = time.monotonic()
             results = engine.score_batch(
                 [
-                    ScoreRequest(prompt=p, behaviors=behaviors, adapter=adapter, temperature=1.0)
-                    for p in chunk
+                    ScoreRequest(
+                        prompt=p,
+                        behaviors=behaviors,
+                        adapter=adapter,
+                        temperature=1.0,
+                        past=pasts[start + j] if pasts is not None else None,
+                    )
+                    for j, p in enumerate(chunk)
                 ]
             )
             for j, res in enumerate(results):
@@ -155,6 +163,19 @@ def score_samples(
     return Scores(out, mass, seconds, cached)
 
 
+def repeat_inputs(system: LLMSystem, samples: Sequence[Sample]) -> list[RepeatInput] | None:
+    """Each sample's past for the repeat features, when the system's head reads them (the
+    user's last ``repeat_window`` events, as a request would send them)."""
+    head = system.manifest.head if system.manifest is not None else None
+    if head is None or head.repeat_window == 0:
+        return None
+    past = getattr(samples, "past", None)
+    if past is None:
+        raise InputError(f"{system.name}: its repeat features need samples of a prepared dataset")
+    shown = system.manifest.history_events if system.manifest is not None else None
+    return [past(i, head.repeat_window, shown or 0) for i in range(len(samples))]
+
+
 def open_engine(kind: str, base_spec: str, system: LLMSystem, dtype: str, batch_size: int) -> Any:
     """An engine for one system: the adapter merged into the weights (fastest on CPU)."""
     from behaviorlm.base_model import resolve_base_model
@@ -162,7 +183,9 @@ def open_engine(kind: str, base_spec: str, system: LLMSystem, dtype: str, batch_
     from behaviorlm.scoring.factory import choose_kind, make_engine
 
     base = resolve_base_model(base_spec)
-    merge = system.adapter_dir is not None and choose_kind(kind) == "transformers"
+    head = system.manifest is not None and system.manifest.head is not None
+    kind = choose_kind(kind, trained_head=head)
+    merge = system.adapter_dir is not None and kind == "transformers"
     opts: dict[str, Any] = {"dtype": dtype, "batch_size": batch_size}
     if merge:
         opts["merge"] = True

@@ -222,6 +222,41 @@ def test_llm_systems_calibration_and_resume(prepared: Any, tiny_model: Any, tmp_
     assert "tiny-run/stage2" in names
 
 
+def test_trained_head_adapter_and_the_hybrid_arm(
+    prepared: Any, tiny_model: Any, tmp_path: Path
+) -> None:
+    """An adapter with a trained head and repeat features is evaluated with each sample's
+    past, and the hybrid arm fuses it with SASRec (weights from validation)."""
+    from training.config import load_config
+    from training.stages import TrainingData, train
+
+    config = load_config(
+        "tiny", ["baseline.steps=3", "head.trained=true", "head.repeat_window=6", "threads=1"]
+    )
+    run = tmp_path / "models" / "head-run"
+    train("sft", TrainingData.from_prepared(prepared.root), tiny_model, config, run)
+    out = tmp_path / "hybrid"
+    argv = [
+        "eval",
+        *("--data", str(prepared.root), "--out", str(out), "--runs", str(run)),
+        *("--systems", "sasrec,adapters,hybrid-sasrec", "--base-model", str(tiny_model.path)),
+        *("--dtype", "float32", "--max-test-samples", "20", "--max-validation-samples", "15"),
+        *("--sasrec-max-seconds", "5", "--sasrec-epochs", "1", "--logit-adjust", ""),
+    ]
+    assert main(argv) == 0
+    by_name = {s["name"]: s for s in json.loads((out / "report.json").read_text())["systems"]}
+    hybrid = by_name["head-run/sft x sasrec (hybrid)"]
+    assert hybrid["kind"] == "hybrid" and hybrid["params"]["llm"] == "head-run/sft"
+    assert hybrid["params"]["validation_samples"] == 15
+    assert hybrid["params"]["llm_weight"] + hybrid["params"]["sasrec_weight"] > 0
+    saved = np.load(out / "predictions.npz")
+    fused = saved["head-run__sft x sasrec (hybrid)"]
+    assert fused.sum(axis=1) == pytest.approx(np.ones(20), abs=1e-6)
+    # without SASRec there is nothing to fuse: a clear error, not an empty row
+    bad = [a if a != "sasrec,adapters,hybrid-sasrec" else "adapters,hybrid-sasrec" for a in argv]
+    assert main(bad) != 0
+
+
 @pytest.mark.slow
 def test_fewshot_experiment_with_the_tiny_preset(
     prepared: Any, tiny_model: Any, tmp_path: Path
