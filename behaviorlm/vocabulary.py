@@ -2,7 +2,7 @@
 
 An anchor is a behavior whose share of training targets is above ``anchor_share`` (the paper's
 1%); every other behavior is tail. A behavior may have count 0: it was added without examples
-and still enters the answer trie (the few-shot experiment relies on that).
+and is still scored (the few-shot experiment relies on that).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from service.metrics import ServiceMetrics
 log = logging.getLogger("service.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -57,8 +58,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
-                headers.append((b"x-request-id", request_id.encode()))
+                headers = [h for h in message.get("headers", []) if h[0] != _HEADER_BYTES]
+                headers.append((_HEADER_BYTES, request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -134,7 +135,7 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
 
 def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
-        if name == b"x-request-id":
+        if name == _HEADER_BYTES:
             text = value.decode("latin-1")
             return text if _VALID_ID.match(text) else None
     return None

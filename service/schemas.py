@@ -7,9 +7,9 @@ Limits that depend on settings (history length, batch size) are checked by the r
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 HARD_MAX_HISTORY = 10_000
 MAX_BEHAVIOR_CHARS = 200
@@ -17,7 +17,11 @@ MAX_CONTEXT_FIELDS = 32
 MAX_CONTEXT_CHARS = 200
 MAX_CANDIDATES = 2_000
 
-ContextDict = dict[str, str]
+# Context values go into the prompt verbatim: a bound keeps one request from filling it.
+ContextDict = dict[
+    Annotated[str, StringConstraints(max_length=MAX_CONTEXT_CHARS)],
+    Annotated[str, StringConstraints(max_length=MAX_CONTEXT_CHARS)],
+]
 
 
 class HistoryEvent(BaseModel):

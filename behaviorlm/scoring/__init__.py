@@ -1,7 +1,7 @@
 """Scoring engines: a probability for every behavior, for a batch of prompts and adapters.
 
-Engines (``transformers_engine``, ``vllm_engine``) and the low-level ``constrained_scores``
-import torch / vLLM; import them from their modules. This package itself stays light.
+Engines (``transformers_engine``, ``vllm_engine``) and the readout (``readout``) import
+torch / vLLM; import them from their modules. This package itself stays light.
 """
 
 from behaviorlm.scoring.base import AdapterSpec, ScoreRequest, ScoreResult, ScoringEngine

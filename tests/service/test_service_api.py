@@ -143,6 +143,9 @@ def test_validation_errors_use_the_one_error_shape(client: httpx.Client) -> None
     assert err["field"] == "history[0].behavior"
     err = _error(client.post("/v1/predict", json={"history": [], "top_k": 0}), 422)
     assert err["field"] == "top_k"
+    long_value = [{"behavior": "Gym", "context": {"place": "x" * 201}}]
+    err = _error(client.post("/v1/predict", json={"history": long_value}), 422)
+    assert err["field"].startswith("history[0].context") and "200" in err["message"]
     err = _error(
         client.post(
             "/v1/predict", content=b"{not json", headers={"content-type": "application/json"}

@@ -12,6 +12,7 @@ from typing import Any
 from behaviorlm.errors import InputError
 from behaviorlm.options import add_options, dest_of, options_of
 
+FORMATS = ("generic", "context-trails", "smartthings")  # the readers in training.data.readers
 _STEPS = 4  # open the input + the pipeline's steps, for the progress bar
 
 
@@ -51,7 +52,7 @@ def _register_prepare(data_sub: Any) -> None:
     io = p.add_argument_group("input and output")
     io.add_argument(
         "--format",
-        choices=("generic", "context-trails", "smartthings"),
+        choices=FORMATS,
         default="generic",
         help="generic: any CSV/TSV/JSONL/Parquet log with the column flags below; "
         "context-trails: a Context Trails city directory (checkins.csv.gz) or file; "

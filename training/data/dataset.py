@@ -47,7 +47,6 @@ FORMAT_VERSION = 1
 EVENT_COLUMNS = ("user_id", "timestamp", "utc_offset_min", "behavior", "label")
 SAMPLE_COLUMNS = ("split", "target_row", "history_start", "target")
 _EPOCH = datetime(1970, 1, 1)
-_NAT = np.iinfo(np.int64).min
 
 
 class EventTable:

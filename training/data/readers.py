@@ -26,7 +26,6 @@ from behaviorlm.errors import InputError
 from training.data.chains import chain_windows
 from training.data.events import ORDER, TARGET_OK, SkipLog, canonicalize, require_columns
 
-FORMATS = ("generic", "context-trails", "smartthings")
 CHUNK_ROWS = 1_000_000
 # pandas' own text dtype (missing = NaN, as pd.read_csv gives), Arrow-backed.
 _TEXT = pd.StringDtype("pyarrow", na_value=np.nan)
@@ -127,10 +126,6 @@ def _guarded(path: Path, kind: str, chunks: Iterator[pd.DataFrame]) -> Iterator[
 def _as_pandas(batch: pa.RecordBatch | pa.Table) -> pd.DataFrame:
     # Arrow-backed strings: the checks in training.data.events read them without a copy.
     return batch.to_pandas(types_mapper=lambda t: _TEXT if pa.types.is_string(t) else None)
-
-
-def _is_text(t: pa.DataType) -> bool:
-    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
 
 
 def _csv_chunks(path: Path, delimiter: str, chunk_rows: int) -> Iterator[pd.DataFrame]:

@@ -170,17 +170,3 @@ class UserMarkov:
 
 def _last_raw(data: SequenceData, none_state: int) -> np.ndarray:
     return np.array([int(r[-1]) if len(r) else none_state for r in data.raw], dtype=np.int64)
-
-
-def classical_systems(
-    train_counts: Sequence[int], num_raw: int, last_k: int = 8
-) -> list[ClassicalSystem]:
-    """The default classical line-up (the SASRec model lives in ``sasrec.py``)."""
-    glob = GlobalMarkov(train_counts, num_raw)
-    return [
-        MostPopular(train_counts),
-        UserFrequency(train_counts, window=None),
-        UserFrequency(train_counts, window=last_k),
-        glob,
-        UserMarkov(glob),
-    ]

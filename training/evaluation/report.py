@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from behaviorlm.errors import InputError
+from training.evaluation.metrics import SUBSETS
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -165,7 +166,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Details",
         "",
     ]
-    for subset in ("overall", "anchor", "tail"):
+    for subset in SUBSETS:
         lines += [f"### {subset}", ""]
         rows = [
             [
