@@ -154,10 +154,12 @@ def load_histories(
 
 
 def prepare_adapter(args: argparse.Namespace, names: list[str], tmp: Path) -> tuple[Path, bool]:
+    from behaviorlm.manifest import MANIFEST_FILE
+
     if args.adapter is not None:
         return args.adapter, False
     for rel in DEMO_ADAPTERS:
-        if (ROOT / rel / "manifest.json").exists():
+        if (ROOT / rel / MANIFEST_FILE).exists():
             return ROOT / rel, False
     from behaviorlm.base_model import resolve_base_model
     from behaviorlm.testing import make_random_adapter

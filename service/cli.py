@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from behaviorlm.dtypes import DTYPE_CHOICES
+from behaviorlm.scoring.factory import ENGINE_KINDS
 from service.settings import ServiceSettings
 
 # option -> (settings field, help); the help text comes from the settings' own descriptions.
 _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("--engine", "engine", {"choices": ["transformers", "vllm", "auto"]}),
+    ("--engine", "engine", {"choices": list(ENGINE_KINDS)}),
     ("--base-model", "base_model", {}),
     ("--models-dir", "models_dir", {}),
     ("--adapter", "adapters", {"action": "append", "metavar": "NAME=PATH|PATH"}),
@@ -27,7 +29,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--batch-max-size", "batch_max_size", {"type": int}),
     ("--batch-max-wait-ms", "batch_max_wait_ms", {"type": float}),
     ("--merge-adapter", "merge_adapter", {"action": argparse.BooleanOptionalAction}),
-    ("--dtype", "dtype", {"choices": ["auto", "float32", "bfloat16"]}),
+    ("--dtype", "dtype", {"choices": list(DTYPE_CHOICES)}),
     ("--log-level", "log_level", {"choices": ["debug", "info", "warning", "error"]}),
     ("--shutdown-grace-s", "shutdown_grace_s", {"type": float}),
 )

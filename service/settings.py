@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from behaviorlm.dtypes import DtypeChoice
 from behaviorlm.errors import InputError
+from behaviorlm.scoring.factory import EngineKind
 
-EngineKind = Literal["transformers", "vllm", "auto"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 # Preferred default adapters, in order, when BEHAVIORLM_DEFAULT_ADAPTER is unset.
@@ -105,7 +106,7 @@ class ServiceSettings(BaseSettings):
     )
     # float16 is not offered: both engines accept only bfloat16 and float32, and a setting
     # an engine rejects after the server listens is worse than one refused here.
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+    dtype: DtypeChoice = Field(
         "auto",
         description="model dtype ('auto': bf16 on a GPU or a CPU with native bf16, else fp32; "
         "vLLM: bf16)",

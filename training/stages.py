@@ -37,7 +37,7 @@ from behaviorlm.base_model import BaseModel
 from behaviorlm.errors import InputError
 from behaviorlm.head import BehaviorHead
 from behaviorlm.labels import HEAD_SCORING_FORMAT, SCORING_FORMAT, LabelHead
-from behaviorlm.manifest import AdapterManifest, Calibration
+from behaviorlm.manifest import MANIFEST_FILE, AdapterManifest, Calibration
 from behaviorlm.prompt import PieceEncoder
 from behaviorlm.vocabulary import Vocabulary
 from training.batching import plan_batches
@@ -340,7 +340,7 @@ def _stage(
     from safetensors.torch import load_file
 
     stage_dir = ctx.out / name
-    if ctx.resume and (stage_dir / "manifest.json").exists():
+    if ctx.resume and (stage_dir / MANIFEST_FILE).exists():
         saved = load_file(str(stage_dir / "adapter_model.safetensors"))
         set_peft_model_state_dict(ctx.model, saved)
         manifest = AdapterManifest.load(stage_dir)
@@ -420,7 +420,7 @@ def _save_stage(
     selection: dict[str, Any],
 ) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / "manifest.json").unlink(missing_ok=True)
+    (stage_dir / MANIFEST_FILE).unlink(missing_ok=True)
     ctx.model.save_pretrained(str(stage_dir))
     # safetensors writes the weights owner-only (0600): a service running as another user
     # (the images' uid 10001) could not read them. An adapter is meant to be shipped.
@@ -558,7 +558,7 @@ def _check_reusable(
     """The source run's run.json, once everything stage 1 depends on is checked to match."""
     if subset is not None and source_samples is None:
         raise ValueError("reuse_stage1: a subset needs source_samples (the full split's size)")
-    if not (source / "stage1" / "manifest.json").exists():
+    if not (source / "stage1" / MANIFEST_FILE).exists():
         raise InputError(f"--stage1-from {source}: no finished stage 1 (stage1/manifest.json)")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"--out {out}: directory exists and is not empty; choose a new --out")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from behaviorlm.base_model import BaseModel
 from behaviorlm.errors import InputError
 from behaviorlm.scoring.base import ScoringEngine
 
 EngineKind = Literal["transformers", "vllm", "auto"]
-ENGINE_KINDS: tuple[str, ...] = ("transformers", "vllm", "auto")
+ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 
 
 def has_cuda() -> bool:

@@ -26,6 +26,7 @@ import numpy as np
 
 from behaviorlm.errors import InputError
 from behaviorlm.options import option
+from behaviorlm.scoring.factory import ENGINE_KINDS
 from training.evaluation import CLASSICAL, GROUPS, KNOWN
 from training.evaluation import metrics as M
 from training.evaluation.calibration import (
@@ -108,9 +109,7 @@ class EvalConfig:
     store_calibration: bool = option(
         False, help="write each adapter's fitted temperature into its manifest.json"
     )
-    engine: str = option(
-        "auto", choices=("auto", "transformers", "vllm"), help="scoring engine for LLM systems"
-    )
+    engine: str = option("auto", choices=ENGINE_KINDS, help="scoring engine for LLM systems")
     base_model: str = option("smollm2", help="base model: 'smollm2', a model directory or a hub id")
     dtype: str = option(
         "auto",

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from behaviorlm.errors import InputError
+from behaviorlm.manifest import MANIFEST_FILE
 from behaviorlm.options import option
 from behaviorlm.vocabulary import Vocabulary
 from training.config import Strategy
@@ -216,7 +217,7 @@ def train_k_shot(
         fewshot={"k": k, "held_out": held},
     )
     run_dir = cfg.out / f"k{k}"
-    if not (run_dir / FINAL_STAGE[cfg.strategy] / "manifest.json").exists():
+    if not (run_dir / FINAL_STAGE[cfg.strategy] / MANIFEST_FILE).exists():
         if cfg.stage1_from is not None and not run_dir.exists():
             reuse_stage1(cfg.stage1_from, run_dir, config, data, subset, len(train_targets))
         train(
