@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SmartThings France with the trained behavior head + repeat features (window 50): sft and
 # behaviorlm (KL 0, as the SmartThings ablation chose), 3 seeds each, the budget of
-# experiments/smartthings-fr/run.sh (40 steps x 2,048 tokens per arm); then every system on the
+# experiments/smartthings-fr/run.sh (40 steps x 2,048 tokens per arm, q,v LoRA r8); then every system on the
 # 99 test samples, with the hybrid arm (each LLM x SASRec).
 set -uo pipefail
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
@@ -13,7 +13,7 @@ log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 SMALL="threads=2 stage1.steps=20 stage1.batch_tokens=2048 stage1.warmup_steps=3 \
 stage2.steps=20 stage2.batch_tokens=2048 stage2.warmup_steps=2 \
 baseline.steps=40 baseline.batch_tokens=2048 baseline.warmup_steps=3 checkpoint_every=5 \
-head.trained=true head.repeat_window=50"
+head.trained=true head.repeat_window=50 lora.r=8 lora.alpha=16 lora.target_modules=[q_proj,v_proj]"
 train() {  # strategy run-name extra-overrides...
   local strategy=$1 name=$2; shift 2
   local final=$strategy; [ "$strategy" = behaviorlm ] && final=stage2

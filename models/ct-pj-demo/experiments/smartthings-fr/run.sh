@@ -11,6 +11,9 @@ log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 SMALL="threads=2 stage1.steps=20 stage1.batch_tokens=2048 stage1.warmup_steps=3 \
 stage2.steps=20 stage2.batch_tokens=2048 stage2.warmup_steps=2 \
 baseline.steps=40 baseline.batch_tokens=2048 baseline.warmup_steps=3 checkpoint_every=5"
+# the cpu preset's readout and LoRA before 2026-12-05 (label-word head, q,v r8), as these ran
+LABEL_WORD_QV="head.trained=false head.repeat_window=0 lora.r=8 lora.alpha=16 lora.target_modules=[q_proj,v_proj]"
+SMALL="$SMALL $LABEL_WORD_QV"
 train() {  # strategy run-name extra-overrides...
   local strategy=$1 name=$2; shift 2
   local final=$strategy; [ "$strategy" = behaviorlm ] && final=stage2
