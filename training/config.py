@@ -79,6 +79,13 @@ class HeadSettings:
         "last this many events, with learned weights added to the logits. 0 = no features.",
     )
     lr: float = option(0.0, help="peak learning rate of the head's weights (0 = the stage's lr)")
+    feature_lr: float = option(
+        0.0,
+        help="peak learning rate of the repeat-feature weights alone (0 = head.lr). They start "
+        "at 0 and AdamW moves a weight by about the lr per step, so at lr 1e-3 over 200 steps "
+        "they stay below 0.1 (the head screen); a larger lr here lets them reach their scale "
+        "without moving the behavior rows faster.",
+    )
 
     def check(self, where: str) -> None:
         if self.repeat_window < 0:
@@ -87,6 +94,10 @@ class HeadSettings:
             raise _fail(f"{where}.repeat_window", self.repeat_window, "needs head.trained=true")
         if self.lr < 0:
             raise _fail(f"{where}.lr", self.lr, "must be >= 0")
+        if self.feature_lr < 0:
+            raise _fail(f"{where}.feature_lr", self.feature_lr, "must be >= 0")
+        if self.feature_lr and not self.repeat_window:
+            raise _fail(f"{where}.feature_lr", self.feature_lr, "needs head.repeat_window > 0")
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,14 @@ def _start(model: Any, run: StageRun, config: TrainConfig, resume: bool) -> FitS
     groups: list[dict[str, Any]] = [{"params": lora, "base_lr": settings.lr}]
     trained = run.head.trained
     if trained is not None:
-        groups.append({"params": trained.parameters(), "base_lr": config.head.lr or settings.lr})
+        head_lr = config.head.lr or settings.lr
+        if config.head.feature_lr and trained.feature_weights.numel():
+            # A group of its own only when asked: checkpoints keep the two-group layout otherwise.
+            rows = [trained.weight, trained.bias]
+            groups.append({"params": rows, "base_lr": head_lr})
+            groups.append({"params": [trained.feature_weights], "base_lr": config.head.feature_lr})
+        else:
+            groups.append({"params": trained.parameters(), "base_lr": head_lr})
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     state = FitState(optimizer, params)

@@ -181,3 +181,36 @@ def test_repeat_window_needs_a_trained_head() -> None:
 
     with pytest.raises(InputError, match=r"head\.repeat_window.*needs head\.trained=true"):
         load_config("tiny", ["head.repeat_window=5"])
+
+
+def test_feature_lr_moves_the_repeat_weights_further(
+    prepared: Path, tiny_model: Any, tmp_path: Path
+) -> None:
+    """head.feature_lr trains the repeat-feature weights at their own rate (the head screen:
+    at the stage's lr they barely leave 0), and leaves the behavior rows at head.lr."""
+    from behaviorlm.head import BehaviorHead
+    from training.config import load_config
+    from training.stages import TrainingData, train
+
+    base = ["head.trained=true", "head.repeat_window=8", "threads=1", "baseline.steps=6"]
+    moved = []
+    for name, extra in (("plain", []), ("fast", ["head.feature_lr=0.5"])):
+        config = load_config("tiny", base + extra)
+        result = train(
+            "sft", TrainingData.from_prepared(prepared), tiny_model, config, tmp_path / name
+        )
+        manifest = AdapterManifest.load(result.adapters["sft"])
+        head = BehaviorHead.load(
+            result.adapters["sft"], manifest.head, [e.name for e in manifest.vocabulary]
+        )
+        moved.append(float(np.abs(head.feature_weights).max()))
+        assert manifest.training_config["head"]["feature_lr"] == (0.5 if extra else 0.0)
+    assert moved[1] > 5 * moved[0] > 0
+
+
+def test_feature_lr_needs_repeat_features() -> None:
+    from behaviorlm.errors import InputError
+    from training.config import load_config
+
+    with pytest.raises(InputError, match=r"head\.feature_lr.*needs head\.repeat_window"):
+        load_config("tiny", ["head.trained=true", "head.feature_lr=0.1"])
