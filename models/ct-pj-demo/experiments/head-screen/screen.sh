@@ -28,3 +28,8 @@ arm sft-head-alllin head.repeat_window=50 "$ALL_LINEAR"
 for name in sft-head-lr10 sft-head-nofeat sft-head-alllin; do
   eval "$B eval --data $D --runs $OUT/$name --systems adapters $SUBSET --out $OUT/eval-$name"
 done
+# 3. the winner (now the cpu preset: all-linear r16, head, repeats) with the feature weights at
+#    their own lr
+arm sft-head-alllin-flr head.feature_lr=0.05 lora.r=16 lora.alpha=32 \
+  "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
+eval "$B eval --data $D --runs $OUT/sft-head-alllin-flr --systems adapters $SUBSET --out $OUT/eval-sft-head-alllin-flr"
