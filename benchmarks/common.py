@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -27,8 +28,35 @@ def matmul_peak(seconds: float = 2.0, n: int = 1024) -> tuple[float, float]:
     return best, best_cpu
 
 
+# The CPU features that decide which kernels run (native bf16 or not: ``dtype: auto``).
+FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def cpu_flags() -> list[str]:
+    """Which of ``FLAGS_OF_INTEREST`` this CPU has (empty where /proc/cpuinfo is missing)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    have = set(line.split(":", 1)[-1].split())
+    return [f for f in FLAGS_OF_INTEREST if f in have]
+
+
 def machine() -> str:
-    return f"{os.uname().machine}, {os.cpu_count()} CPUs"
+    """The machine kind named beside every figure: CPU model, core count and kernel flags."""
+    flags = " ".join(cpu_flags()) or "flags unknown"
+    return f"{cpu_model()} ({os.uname().machine}, {os.cpu_count()} CPUs; {flags})"
 
 
 def load_average() -> tuple[float, float, float]:

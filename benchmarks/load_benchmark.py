@@ -60,6 +60,7 @@ class Level:
 
 @dataclass
 class Report:
+    machine: str  # CPU model, cores and kernel flags (common.machine)
     adapter: str
     adapter_is_random: bool
     behaviors: int
@@ -369,7 +370,10 @@ def run(args: argparse.Namespace) -> Report:
     )
     print(f"[load-bench] naive baseline on {args.naive_requests} requests ...", flush=True)
     naive = naive_baseline(args, adapter, histories)
+    from common import machine
+
     report = Report(
+        machine=machine(),
         adapter=str(adapter),
         adapter_is_random=is_random,
         behaviors=n_behaviors,
@@ -404,6 +408,7 @@ def run(args: argparse.Namespace) -> Report:
 
 def print_report(r: Report) -> None:
     print()
+    print(f"machine: {r.machine}")
     print(
         f"adapter: {r.adapter}{' (random weights)' if r.adapter_is_random else ''}; "
         f"{r.behaviors} behaviors; {r.history_events}-event histories; merged={r.merge}; "

@@ -288,11 +288,13 @@ def run(args: argparse.Namespace) -> Figures:
     engine_rate = len(timed_requests) / unmerged_s.wall
     merged_rate = len(timed_requests) / merged_s.wall
     naive_rate = len(naive_requests) / naive_seconds.wall
+    from common import machine
+
     old = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     same = old.get("behaviors") == len(names) and old.get("history_events") == args.history
     tree_rate = float(old["engine_pred_per_s"]) if same else None
     return Figures(
-        machine=f"{os.uname().machine}, {os.cpu_count()} CPUs",
+        machine=machine(),
         load_average=os.getloadavg(),
         threads=torch.get_num_threads(),
         behaviors=len(names),
