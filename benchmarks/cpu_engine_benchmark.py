@@ -26,8 +26,9 @@ candidate's top 5 holds) and the largest absolute probability difference against
 ``--emulate-avx2`` caps torch's kernels at AVX2 (``ATEN_CPU_CAPABILITY=avx2``,
 ``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``, ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``)
 to approximate a CPU without AVX-512 or native bf16 on one that has them. It is an emulation:
-the clock, cores and caches stay this machine's, and OpenVINO picks its kernels from the CPU's
-own flags (its rows are not capped). The output names the machine's flags beside each figure.
+the clock, cores and caches stay this machine's. OpenVINO's oneDNN follows the cap (its int8
+layers then fail to build: a finding for AVX2-only CPUs), though its own JIT kernels may still
+read the CPU's flags. The output names the machine's flags beside each figure.
 
 Run: ``.venv/bin/python benchmarks/cpu_engine_benchmark.py [--emulate-avx2] [--out DIR]``
 (about 10 minutes on 2 cores with the defaults).
