@@ -32,24 +32,23 @@ def matmul_peak(seconds: float = 2.0, n: int = 1024) -> tuple[float, float]:
 FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
-def cpu_model() -> str:
+def cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` line of /proc/cpuinfo (None where it is missing)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return "unknown CPU"
+        return None
+    line = next((x for x in lines if x.split(":", 1)[0].strip() == name), None)
+    return line.split(":", 1)[1].strip() if line is not None else None
+
+
+def cpu_model() -> str:
+    return cpuinfo_field("model name") or "unknown CPU"
 
 
 def cpu_flags() -> list[str]:
     """Which of ``FLAGS_OF_INTEREST`` this CPU has (empty where /proc/cpuinfo is missing)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
-    have = set(line.split(":", 1)[-1].split())
+    have = set((cpuinfo_field("flags") or "").split())
     return [f for f in FLAGS_OF_INTEREST if f in have]
 
 

@@ -50,12 +50,12 @@ from pathlib import Path
 from typing import Any
 
 from common import base_model, cpu_flags, cpu_model
+from scoring_benchmark import DEFAULT_DATA, load_workload
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "context_trails_pj" / "checkins.csv.gz"
 DEFAULT_ADAPTER = ROOT / "models" / "ct-pj-demo" / "stage2"
 CANDIDATES = (
     "torch-fp32",
@@ -158,10 +158,14 @@ def openvino_forward(model: Any, threads: int, int8: bool) -> Any:
     return forward
 
 
+def write_row(out: Path, row: Row) -> None:
+    """A child's answer to the parent: ``<out>.json`` (its probabilities go to ``<out>.npy``)."""
+    out.with_suffix(".json").write_text(json.dumps(asdict(row)))
+
+
 def run_child(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
-    from scoring_benchmark import load_workload
 
     from behaviorlm.manifest import AdapterManifest
     from behaviorlm.scoring import readout
@@ -172,13 +176,12 @@ def run_child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out: Path = args.child_out
     if name == "torch-bf16-merged" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        out.with_suffix(".json").write_text(json.dumps(asdict(Row(name, "no bf16 kernels"))))
+        write_row(out, Row(name, "no bf16 kernels"))
         return
     if name.startswith("openvino") and not (
         importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf")
     ):
-        row = Row(name, "openvino / nncf not installed")
-        out.with_suffix(".json").write_text(json.dumps(asdict(row)))
+        write_row(out, Row(name, "openvino / nncf not installed"))
         return
     manifest = AdapterManifest.load(args.adapter)
     names = tuple(e.name for e in manifest.vocabulary)
@@ -233,7 +236,7 @@ def run_child(args: argparse.Namespace) -> None:
         batch32_pred_per_s=len(results) / seconds,
     )
     row.rest_ms = max(0.0, row.p50_ms - row.tokenise_ms - row.forward_ms)
-    out.with_suffix(".json").write_text(json.dumps(asdict(row)))
+    write_row(out, row)
 
 
 # ---- the parent: candidates one after the other, then agreement ----------------------------
