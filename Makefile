@@ -28,11 +28,11 @@ test-fast: bootstrap  ## the fast suite only (no vLLM engine, no real base model
 
 lint: bootstrap  ## ruff and mypy
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/ruff format --check behaviorlm service training tests benchmarks
+	@$(VENV)/bin/ruff format --check behaviorlm tests benchmarks
 	@$(VENV)/bin/mypy
 
 openapi: bootstrap  ## regenerate the committed openapi.yaml from the app
-	@$(PY) -m service.openapi > openapi.yaml
+	@$(PY) -m behaviorlm.service.openapi > openapi.yaml
 
 clean-venv:  ## remove .venv
 	rm -rf $(VENV)

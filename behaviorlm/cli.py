@@ -7,24 +7,56 @@ only wires them up, so ``behaviorlm --help`` stays fast (no torch import until a
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from behaviorlm import __version__
 from behaviorlm.errors import BehaviorLMError
 
-# Modules that each define register(subparsers) for one subcommand: the command's name and
-# the extra that installs its dependencies (named when the extra is missing).
-COMMANDS: dict[str, tuple[str, str]] = {
-    "behaviorlm.base_model_cli": ("base-model", "train"),
-    "training.data.cli": ("data", "train"),
-    "training.cli": ("train", "train"),
-    "training.evaluation.cli": ("eval", "train"),
-    "service.cli": ("serve", "serve"),
-}
+
+def _base_model() -> ModuleType:
+    from behaviorlm import base_model_cli
+
+    return base_model_cli
+
+
+def _data() -> ModuleType:
+    from behaviorlm.training.data import cli
+
+    return cli
+
+
+def _train() -> ModuleType:
+    from behaviorlm.training import cli
+
+    return cli
+
+
+def _eval() -> ModuleType:
+    from behaviorlm.training.evaluation import cli
+
+    return cli
+
+
+def _serve() -> ModuleType:
+    from behaviorlm.service import cli
+
+    return cli
+
+
+# Each subcommand: its name, the extra that installs its dependencies (named when the extra is
+# missing) and the import of the module that defines its register(subparsers). The imports run
+# when the parser is built, so a command whose extra is missing fails alone, with a message.
+COMMANDS: tuple[tuple[str, str, Callable[[], ModuleType]], ...] = (
+    ("base-model", "train", _base_model),
+    ("data", "train", _data),
+    ("train", "train", _train),
+    ("eval", "train", _eval),
+    ("serve", "serve", _serve),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="debug logging and full tracebacks"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
+    for command, extra, load in COMMANDS:
         try:
-            importlib.import_module(module).register(sub)
+            module = load()
         except ModuleNotFoundError as exc:
             # An optional extra (serve: pydantic-settings, fastapi...) is not installed: the
             # other commands still work, and this one says what to install.
-            _register_missing(sub, *COMMANDS[module], exc.name or str(exc))
+            _register_missing(sub, command, extra, exc.name or str(exc))
+            continue
+        module.register(sub)
     return parser
 
 

@@ -2,7 +2,7 @@
 a command's ``--help`` line, its config value and the name in error messages.
 
 litgpt and vLLM generate their CLIs from dataclass fields the same way; the service does it
-from pydantic ``Field`` descriptions (``service/cli.py``). Here::
+from pydantic ``Field`` descriptions (``behaviorlm/service/cli.py``). Here::
 
     @dataclass(frozen=True)
     class EvalConfig:

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_random_adapter(*args: Any, **kwargs: Any) -> Any:
+    """``tests/random_adapter.py``'s real peft adapter with random weights (a test helper, not
+    part of the library; benchmarks run from a checkout, where ``tests`` is importable)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.random_adapter import make_random_adapter as make
+
+    return make(*args, **kwargs)
 
 
 def matmul_peak(seconds: float = 2.0, n: int = 1024) -> tuple[float, float]:

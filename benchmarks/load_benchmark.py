@@ -162,8 +162,9 @@ def prepare_adapter(args: argparse.Namespace, names: list[str], tmp: Path) -> tu
     for rel in DEMO_ADAPTERS:
         if (ROOT / rel / MANIFEST_FILE).exists():
             return ROOT / rel, False
+    from common import make_random_adapter
+
     from behaviorlm.base_model import resolve_base_model
-    from behaviorlm.testing import make_random_adapter
     from behaviorlm.vocabulary import Vocabulary
 
     top = names[: args.behaviors]

@@ -29,7 +29,7 @@ TARGET_MB = 3 * 1024
 
 
 def _generate(path: Path, events: int, users: int, behaviors: int) -> None:
-    from training.data.synthetic import make_synthetic_log
+    from behaviorlm.training.data.synthetic import make_synthetic_log
 
     t0 = time.perf_counter()
     log = make_synthetic_log(users, events, behaviors, seed=0, tz_offset="+02:00")

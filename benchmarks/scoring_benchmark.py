@@ -221,6 +221,7 @@ def engine_batch_flops(engine: Any, requests: list[Any]) -> float:
 def run(args: argparse.Namespace) -> Figures:
     import numpy as np
     import torch
+    from common import make_random_adapter
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -229,7 +230,6 @@ def run(args: argparse.Namespace) -> Figures:
     from behaviorlm.prompt import PieceEncoder
     from behaviorlm.scoring import AdapterSpec, ScoreRequest
     from behaviorlm.scoring.transformers_engine import TransformersEngine
-    from behaviorlm.testing import make_random_adapter
     from behaviorlm.vocabulary import Vocabulary
 
     say = lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: E731

@@ -2,10 +2,10 @@
 
 Same machine, model (SmolLM2-135M-Instruct, bf16 base, the ``cpu`` preset's LoRA), data, token
 budget per step and objective (label-word cross-entropy, KL off so both do the same work),
-through the real trainer (``training.trainer.run_stage``):
+through the real trainer (``behaviorlm.training.trainer.run_stage``):
 
-- packed: the rows training uses (``training/packing.py``: up to ``--chunk`` consecutive events
-  of a user, every target of the row read in the same forward);
+- packed: the rows training uses (``behaviorlm/training/packing.py``: up to ``--chunk``
+  consecutive events of a user, every target of the row read in the same forward);
 - one prompt per sample: a row per target holding its K history events and its own head (what
   the answer-tree trainer fed the model, with the label-word head instead of answer tokens).
 
@@ -63,13 +63,13 @@ class Figures:
 
 
 def load_data(path: str | None) -> Any:
-    from training.stages import TrainingData
+    from behaviorlm.training.stages import TrainingData
 
     if path is not None:
         return TrainingData.from_prepared(path)
-    from training.data.config import PrepareConfig
-    from training.data.pipeline import prepare_log
-    from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+    from behaviorlm.training.data.config import PrepareConfig
+    from behaviorlm.training.data.pipeline import prepare_log
+    from behaviorlm.training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
 
     out = Path(tempfile.mkdtemp()) / "synthetic"
     prepare_log(
@@ -86,7 +86,7 @@ def one_per_row(data: Any, n: int, seed: int) -> list[Any]:
     """Plans of one target each (its own K-event history), for ``n`` random targets."""
     import numpy as np
 
-    from training.packing import RowPlan
+    from behaviorlm.training.packing import RowPlan
 
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(data.readouts), size=min(n, len(data.readouts)), replace=False)
@@ -99,9 +99,9 @@ def measure(
     import numpy as np
 
     from behaviorlm.errors import InputError
-    from training.batching import plan_batches
-    from training.config import StageSettings, load_config
-    from training.trainer import DistInfo, StageRun, run_stage
+    from behaviorlm.training.batching import plan_batches
+    from behaviorlm.training.config import StageSettings, load_config
+    from behaviorlm.training.trainer import DistInfo, StageRun, run_stage
 
     overrides = [f"threads={args.threads}", "checkpoint_every=0", f"dtype={args.dtype}"]
     config = load_config("cpu", overrides)
@@ -168,10 +168,10 @@ def main() -> None:
 
     from behaviorlm.labels import LabelHead
     from behaviorlm.prompt import PieceEncoder
-    from training.config import load_config
-    from training.losses import HeadTensors
-    from training.packing import encode_rows, pack
-    from training.trainer import build_lora_model
+    from behaviorlm.training.config import load_config
+    from behaviorlm.training.losses import HeadTensors
+    from behaviorlm.training.packing import encode_rows, pack
+    from behaviorlm.training.trainer import build_lora_model
 
     torch.set_num_threads(args.threads)
     data = load_data(args.data)

@@ -62,8 +62,8 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from behaviorlm.base_model import build_tiny_model, install_smollm2
-from training.data.pipeline import prepare_log
-from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+from behaviorlm.training.data.pipeline import prepare_log
+from behaviorlm.training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
 
 data, base = Path(sys.argv[1]), Path(sys.argv[2])
 if not data.exists():

@@ -44,7 +44,7 @@ def shared_data() -> Path:
 def tiny_adapters(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> list[Any]:
     """Two different random LoRA adapters (with manifests) on the tiny model."""
     from behaviorlm.scoring import AdapterSpec
-    from behaviorlm.testing import make_random_adapter
+    from tests.random_adapter import make_random_adapter
 
     specs = []
     for i in range(2):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import sys
 
 import pytest
 
@@ -20,16 +19,11 @@ def test_a_missing_extra_disables_only_its_command(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A training-only install (no pydantic-settings) still trains; `serve` says what to add."""
-    real = importlib.import_module
-
-    def without_serve(name: str, *args: Any) -> Any:
-        if name == "service.cli":
-            raise ModuleNotFoundError(
-                "No module named 'pydantic_settings'", name="pydantic_settings"
-            )
-        return real(name, *args)
-
-    monkeypatch.setattr(cli.importlib, "import_module", without_serve)
+    # As in an environment without the extra: the import of pydantic_settings fails, and
+    # nothing of the service is imported yet.
+    monkeypatch.setitem(sys.modules, "pydantic_settings", None)
+    for name in [m for m in sys.modules if m.startswith("behaviorlm.service")]:
+        monkeypatch.delitem(sys.modules, name)
     assert cli.main(["serve", "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert "pydantic_settings" in err and "behaviorlm[serve]" in err

@@ -68,8 +68,8 @@ def test_every_config_field_is_a_documented_flag(
 ) -> None:
     """The eval command's --help is generated from EvalConfig and FewShotConfig."""
     from behaviorlm.cli import main
-    from training.evaluation.evaluate import EvalConfig
-    from training.evaluation.fewshot import FewShotConfig
+    from behaviorlm.training.evaluation.evaluate import EvalConfig
+    from behaviorlm.training.evaluation.fewshot import FewShotConfig
 
     with pytest.raises(SystemExit):
         main([command, "--help"])

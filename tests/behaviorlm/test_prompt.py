@@ -112,10 +112,10 @@ def test_piece_encoder_concatenates_pieces(smollm2_tokenizer) -> None:
 def test_served_prompt_is_a_training_row_prefix(smollm2_tokenizer, tmp_path) -> None:
     """Token for token: the ids the service sends for an event with the same history equal the
     ids of a packed training row up to that event's readout."""
-    from training.data.config import PrepareConfig
-    from training.data.pipeline import prepare_log
-    from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
-    from training.packing import Readouts, encode_rows, plan_rows
+    from behaviorlm.training.data.config import PrepareConfig
+    from behaviorlm.training.data.pipeline import prepare_log
+    from behaviorlm.training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+    from behaviorlm.training.packing import Readouts, encode_rows, plan_rows
 
     ds = prepare_log(
         make_synthetic_log(12, 400, 20, seed=3),

@@ -40,8 +40,8 @@ def test_each_variant_lists_every_manifest_in_its_kustomization() -> None:
 
 
 def test_deployments_match_the_service() -> None:
-    from service.app import create_app
-    from service.settings import ServiceSettings
+    from behaviorlm.service.app import create_app
+    from behaviorlm.service.settings import ServiceSettings
 
     routes = {getattr(r, "path", None) for r in create_app(ServiceSettings()).routes}
     fields = {f"BEHAVIORLM_{name.upper()}" for name in ServiceSettings.model_fields}

@@ -22,8 +22,8 @@ def test_usage_without_arguments() -> None:
 
 @pytest.mark.slow
 def test_trains_three_strategies_and_reports_them(tiny_model: Any, tmp_path: Path) -> None:
-    from training.data.pipeline import prepare_log
-    from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+    from behaviorlm.training.data.pipeline import prepare_log
+    from behaviorlm.training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
 
     data = tmp_path / "data"
     prepare_log(make_synthetic_log(60, 2000, 30, seed=3), data, name="syn", **SYNTHETIC_COLUMNS)

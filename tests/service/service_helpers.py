@@ -23,7 +23,7 @@ class ServerThread:
     def __init__(self, settings: Any, engine_factory: Any = None) -> None:
         import uvicorn
 
-        from service.app import create_app
+        from behaviorlm.service.app import create_app
 
         self.settings = settings
         self.failure: list[str] = []
@@ -85,7 +85,7 @@ def make_models_dir(root: Path, adapters: list[Any]) -> Path:
 
 
 def settings_for(models: Path, tiny_model: Any, **overrides: Any) -> Any:
-    from service.settings import ServiceSettings
+    from behaviorlm.service.settings import ServiceSettings
 
     fields: dict[str, Any] = {
         "engine": "transformers",

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from service.logs import JsonFormatter
+from behaviorlm.service.logs import JsonFormatter
 from tests.service.service_helpers import ServerThread, history
 
 VOCAB = {
@@ -262,7 +262,7 @@ def test_metrics_content(client: httpx.Client) -> None:
 def test_json_logs_have_request_id_and_no_history(
     client: httpx.Client, server: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="service.access")
+    caplog.set_level(logging.INFO, logger="behaviorlm.service.access")
     secret = "Secret Place Nobody Should Log"
     r = client.post(
         "/v1/predict",
@@ -270,7 +270,7 @@ def test_json_logs_have_request_id_and_no_history(
         headers={"X-Request-ID": "log-test-1"},
     )
     assert r.status_code == 200
-    records = [rec for rec in caplog.records if rec.name == "service.access"]
+    records = [rec for rec in caplog.records if rec.name == "behaviorlm.service.access"]
     lines = [json.loads(JsonFormatter().format(rec)) for rec in records]
     mine = [line for line in lines if line.get("request_id") == "log-test-1"]
     assert mine and mine[0]["route"] == "/v1/predict" and mine[0]["status"] == 200

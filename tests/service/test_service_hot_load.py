@@ -23,7 +23,7 @@ ADMIN = {"X-Admin-Token": ADMIN_TOKEN}
 
 @pytest.fixture(scope="module")
 def hot(models_dir: Path, tiny_model: Any) -> Iterator[ServerThread]:
-    from behaviorlm.testing import make_random_adapter
+    from tests.random_adapter import make_random_adapter
 
     make_random_adapter(
         tiny_model, models_dir / "staging" / "a0" / "v2", seed=7, name="a0", version="2"

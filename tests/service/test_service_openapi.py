@@ -15,7 +15,7 @@ OPENAPI = Path(__file__).resolve().parents[2] / "openapi.yaml"
 
 
 def test_committed_openapi_equals_the_apps_schema() -> None:
-    from service.openapi import schema
+    from behaviorlm.service.openapi import schema
 
     committed = yaml.safe_load(OPENAPI.read_text())
     current = json.loads(json.dumps(schema()))

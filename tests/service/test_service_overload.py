@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.admission import Admission
+from behaviorlm.service.admission import Admission
 from tests.service.service_helpers import (
     ADMIN_TOKEN,
     ServerThread,
@@ -52,7 +52,7 @@ class ControlledEngine:
 def _controlled_server(
     models_dir: Path, tiny_model: Any, delay_s: float, **overrides: Any
 ) -> tuple[ServerThread, ControlledEngine]:
-    from service.runtime import build_engine
+    from behaviorlm.service.runtime import build_engine
 
     box: list[ControlledEngine] = []
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from behaviorlm.errors import InputError
-from service.adapters import discover_adapters, pick_default, resolve_inside
-from service.settings import ServiceSettings, load_settings
+from behaviorlm.service.adapters import discover_adapters, pick_default, resolve_inside
+from behaviorlm.service.settings import ServiceSettings, load_settings
 
 
 def test_settings_from_env_with_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +85,7 @@ def test_explicit_adapters_and_paths(tmp_path: Path) -> None:
 
 def test_serve_options_map_to_settings(capsys: pytest.CaptureFixture[str]) -> None:
     from behaviorlm.cli import build_parser
-    from service.cli import _OPTIONS
+    from behaviorlm.service.cli import _OPTIONS
 
     parser = build_parser()
     args = parser.parse_args(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from behaviorlm.errors import InputError
-from training.config import STRATEGIES, TrainConfig, config_from_dict, load_config
+from behaviorlm.training.config import STRATEGIES, TrainConfig, config_from_dict, load_config
 
 
 @pytest.mark.parametrize("preset", ["tiny", "cpu", "gpu"])
@@ -61,7 +61,7 @@ def test_every_config_key_is_documented_in_train_help(capsys: pytest.CaptureFixt
     import dataclasses
 
     from behaviorlm.cli import main
-    from training.config import TrainConfig
+    from behaviorlm.training.config import TrainConfig
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -80,7 +80,7 @@ def test_every_config_key_is_documented_in_train_help(capsys: pytest.CaptureFixt
 
 def test_config_differences_name_each_key_as_an_override() -> None:
     """A refused --resume names every differing key as the key=value that would match."""
-    from training.config import config_differences
+    from behaviorlm.training.config import config_differences
 
     saved = load_config("cpu", ["dtype=float32", "seed=1"]).to_dict()
     ours = load_config("cpu", ["dtype=bfloat16", "seed=1", "stage2.logit_adjust_tau=0"])

@@ -21,9 +21,9 @@ HEAD = ["head.trained=true", "head.repeat_window=8", "head.lr=0.05", "threads=1"
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.data.config import PrepareConfig
-    from training.data.pipeline import prepare_log
-    from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+    from behaviorlm.training.data.config import PrepareConfig
+    from behaviorlm.training.data.pipeline import prepare_log
+    from behaviorlm.training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
 
     out = tmp_path_factory.mktemp("prepared") / "synth"
     log = make_synthetic_log(40, 2000, 30, seed=1)
@@ -35,8 +35,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(prepared: Path, tiny_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from training.config import load_config
-    from training.stages import TrainingData, train
+    from behaviorlm.training.config import load_config
+    from behaviorlm.training.stages import TrainingData, train
 
     out = tmp_path_factory.mktemp("runs") / "head"
     config = load_config("tiny", HEAD)
@@ -70,12 +70,12 @@ def test_served_scores_equal_training_scores(run: Any, tiny_model: Any, prepared
     from behaviorlm.prompt import render_sample
     from behaviorlm.scoring import AdapterSpec, ScoreRequest
     from behaviorlm.scoring.transformers_engine import TransformersEngine
-    from training.batching import collate
-    from training.data.dataset import PreparedDataset
-    from training.features import readout_features
-    from training.losses import HeadTensors, readout_scores
-    from training.packing import pack
-    from training.stages import TrainingData
+    from behaviorlm.training.batching import collate
+    from behaviorlm.training.data.dataset import PreparedDataset
+    from behaviorlm.training.features import readout_features
+    from behaviorlm.training.losses import HeadTensors, readout_scores
+    from behaviorlm.training.packing import pack
+    from behaviorlm.training.stages import TrainingData
 
     path = run.adapters["stage2"]
     manifest = AdapterManifest.load(path)
@@ -126,8 +126,8 @@ def test_resume_restores_the_head(
     import shutil
 
     from behaviorlm.head import BehaviorHead
-    from training.config import load_config
-    from training.stages import TrainingData, train
+    from behaviorlm.training.config import load_config
+    from behaviorlm.training.stages import TrainingData, train
 
     source = run.adapters["stage2"].parent
     copy = tmp_path / "resumed"
@@ -146,8 +146,8 @@ def test_resume_restores_the_head(
 
 
 def test_checkpoint_holds_the_head(tmp_path: Path) -> None:
-    from training.checkpoint import load_checkpoint, save_checkpoint
-    from training.losses import TrainedHead
+    from behaviorlm.training.checkpoint import load_checkpoint, save_checkpoint
+    from behaviorlm.training.losses import TrainedHead
 
     head = TrainedHead(np.ones((3, 2), np.float32), np.zeros(3, np.float32), 2, "cpu")
     optimizer = torch.optim.AdamW(head.parameters(), lr=0.1)
@@ -177,7 +177,7 @@ def _peft_tiny() -> Any:
 
 def test_repeat_window_needs_a_trained_head() -> None:
     from behaviorlm.errors import InputError
-    from training.config import load_config
+    from behaviorlm.training.config import load_config
 
     with pytest.raises(InputError, match=r"head\.repeat_window.*needs head\.trained=true"):
         load_config("tiny", ["head.repeat_window=5"])
@@ -189,8 +189,8 @@ def test_feature_lr_moves_the_repeat_weights_further(
     """head.feature_lr trains the repeat-feature weights at their own rate (the head screen:
     at the stage's lr they barely leave 0), and leaves the behavior rows at head.lr."""
     from behaviorlm.head import BehaviorHead
-    from training.config import load_config
-    from training.stages import TrainingData, train
+    from behaviorlm.training.config import load_config
+    from behaviorlm.training.stages import TrainingData, train
 
     base = ["head.trained=true", "head.repeat_window=8", "threads=1", "baseline.steps=6"]
     moved = []
@@ -210,7 +210,7 @@ def test_feature_lr_moves_the_repeat_weights_further(
 
 def test_feature_lr_needs_repeat_features() -> None:
     from behaviorlm.errors import InputError
-    from training.config import load_config
+    from behaviorlm.training.config import load_config
 
     with pytest.raises(InputError, match=r"head\.feature_lr.*needs head\.repeat_window"):
         load_config("tiny", ["head.trained=true", "head.feature_lr=0.1"])

@@ -12,10 +12,10 @@ import pytest
 from behaviorlm.events import Event
 from behaviorlm.labels import LabelHead
 from behaviorlm.prompt import PieceEncoder, render_prompt
-from training.batching import collate
-from training.config import LoraSettings
-from training.losses import HeadTensors, non_target_kl, readout_scores, weighted_ce
-from training.packing import PackedRows, RowPlan
+from behaviorlm.training.batching import collate
+from behaviorlm.training.config import LoraSettings
+from behaviorlm.training.losses import HeadTensors, non_target_kl, readout_scores, weighted_ce
+from behaviorlm.training.packing import PackedRows, RowPlan
 
 torch = pytest.importorskip("torch")
 
@@ -49,7 +49,7 @@ def _events(n: int = 14) -> list[Event]:
 
 
 def _packed(encoder: PieceEncoder) -> tuple[PackedRows, np.ndarray, _Table]:
-    from training.packing import Readouts, encode_rows
+    from behaviorlm.training.packing import Readouts, encode_rows
 
     table = _Table(_events())
     rows = np.arange(1, 14)
@@ -66,7 +66,7 @@ def _packed(encoder: PieceEncoder) -> tuple[PackedRows, np.ndarray, _Table]:
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_model: Any) -> Any:
-    from training.trainer import build_lora_model
+    from behaviorlm.training.trainer import build_lora_model
 
     model = build_lora_model(
         tiny_model.path, LoraSettings(r=4, alpha=8, dropout=0.0), "float32", 0, torch.device("cpu")
@@ -176,7 +176,7 @@ def test_bf16_base_trains_fp32_lora_through_bf16_matmuls(
     Reference: peft's own path (inputs cast up to the fp32 LoRA weights, no autocast); the
     training forward must give the same scores and LoRA gradients up to bf16 rounding.
     """
-    from training.trainer import build_lora_model
+    from behaviorlm.training.trainer import build_lora_model
 
     model = build_lora_model(
         tiny_model.path, LoraSettings(r=4, alpha=8, dropout=0.0), "bfloat16", 0, torch.device("cpu")
@@ -216,7 +216,7 @@ def test_logit_adjusted_ce_is_the_balanced_softmax_at_tau_1() -> None:
     the loss of a tail target rises less than an anchor's falls when the prior is skewed."""
     from types import SimpleNamespace
 
-    from training.losses import log_prior
+    from behaviorlm.training.losses import log_prior
 
     counts = [900, 90, 9, 0]
     prior = log_prior(counts)

@@ -30,9 +30,9 @@ RUN_OVERRIDES = ["stage1.steps=24", "checkpoint_every=4", "threads=1"]
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.data.config import PrepareConfig
-    from training.data.pipeline import prepare_log
-    from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+    from behaviorlm.training.data.config import PrepareConfig
+    from behaviorlm.training.data.pipeline import prepare_log
+    from behaviorlm.training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
 
     out = tmp_path_factory.mktemp("prepared") / "synth"
     log = make_synthetic_log(60, 3000, 40, seed=0)
@@ -44,7 +44,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(*extra: str) -> Any:
-    from training.config import load_config
+    from behaviorlm.training.config import load_config
 
     return load_config("tiny", [*RUN_OVERRIDES, *extra])
 
@@ -66,7 +66,7 @@ def _cli_run_args(prepared: Path, tiny_model: Any, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_stage(prepared: Path, tiny_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from training.stages import TrainingData, train
+    from behaviorlm.training.stages import TrainingData, train
 
     out = tmp_path_factory.mktemp("runs") / "two-stage"
     return train("behaviorlm", TrainingData.from_prepared(prepared), tiny_model, _config(), out)
@@ -112,7 +112,7 @@ def test_two_stage_run_writes_adapters_with_manifests(
 def test_difficulty_is_saved_for_every_training_target(two_stage: Any, prepared: Path) -> None:
     import pandas as pd
 
-    from training.data.dataset import PreparedDataset
+    from behaviorlm.training.data.dataset import PreparedDataset
 
     frame = pd.read_parquet(two_stage.adapters["stage1"].parent / "difficulty.parquet")
     assert len(frame) == PreparedDataset.load(prepared).num_samples("train")
@@ -147,7 +147,7 @@ def test_saved_adapter_reloads_to_identical_scores(
     from behaviorlm.scoring import AdapterSpec, ScoreRequest
     from behaviorlm.scoring.readout import score_prompts
     from behaviorlm.scoring.transformers_engine import TransformersEngine
-    from training.data.dataset import PreparedDataset
+    from behaviorlm.training.data.dataset import PreparedDataset
 
     path = two_stage.adapters["stage2"]
     manifest = AdapterManifest.load(path)
@@ -171,7 +171,7 @@ def test_saved_adapter_reloads_to_identical_scores(
 def test_kl_weight_zero_and_a_logit_adjusted_stage2(
     prepared: Path, tiny_model: Any, tmp_path: Path
 ) -> None:
-    from training.stages import TrainingData, train
+    from behaviorlm.training.stages import TrainingData, train
 
     result = train(
         "behaviorlm",
@@ -196,7 +196,7 @@ def test_baseline_strategies(
     import yaml
 
     from behaviorlm.dtypes import resolve_dtype_here
-    from training.stages import TrainingData, train
+    from behaviorlm.training.stages import TrainingData, train
 
     data = TrainingData.from_prepared(prepared)
     config = _config("baseline.steps=4", "dtype=auto")
@@ -217,8 +217,8 @@ def test_a_non_finite_step_is_skipped_and_a_run_of_them_stops_training(
 ) -> None:
     """A NaN loss (as a GPU attention kernel once produced) must not reach the weights."""
     from behaviorlm.errors import TrainingError
-    from training import trainer
-    from training.stages import TrainingData, train
+    from behaviorlm.training import trainer
+    from behaviorlm.training.stages import TrainingData, train
 
     real_loss = trainer._loss
     bad_steps: set[int] = {2}
@@ -257,7 +257,7 @@ def test_stage2_reruns_from_another_runs_stage1(
     from safetensors.torch import load_file
 
     from behaviorlm.errors import InputError
-    from training.stages import TrainingData, reuse_stage1, train
+    from behaviorlm.training.stages import TrainingData, reuse_stage1, train
 
     source = two_stage.adapters["stage1"].parent
     data = TrainingData.from_prepared(prepared)
@@ -284,8 +284,8 @@ def test_difficulty_scoring_resumes_from_partial_scores(
     import numpy as np
     import pandas as pd
 
-    from training.difficulty import PARTIAL_FILE, adapter_identity, save_partial
-    from training.stages import TrainingData, reuse_stage1, train
+    from behaviorlm.training.difficulty import PARTIAL_FILE, adapter_identity, save_partial
+    from behaviorlm.training.stages import TrainingData, reuse_stage1, train
 
     source = two_stage.adapters["stage1"].parent
     truth = pd.read_parquet(source / "difficulty.parquet")["p_true"].to_numpy()
@@ -322,7 +322,7 @@ def test_a_run_saved_before_an_option_existed_is_reused(
 
     import yaml
 
-    from training.stages import TrainingData, reuse_stage1
+    from behaviorlm.training.stages import TrainingData, reuse_stage1
 
     source = tmp_path / "old"
     shutil.copytree(two_stage.adapters["stage1"].parent, source)
@@ -339,7 +339,7 @@ def test_a_run_saved_before_an_option_existed_is_reused(
 
 def test_existing_run_needs_resume(two_stage: Any, prepared: Path, tiny_model: Any) -> None:
     from behaviorlm.errors import InputError
-    from training.stages import TrainingData, train
+    from behaviorlm.training.stages import TrainingData, train
 
     out = two_stage.adapters["stage1"].parent
     with pytest.raises(InputError, match="--resume"):
@@ -360,13 +360,13 @@ def test_killed_run_resumes_to_the_same_weights(
     two_stage: Any, prepared: Path, tiny_model: Any, tmp_path: Path
 ) -> None:
     """SIGKILL after the first checkpoint, --resume, compare with the uninterrupted run."""
-    from training.stages import TrainingData, train
+    from behaviorlm.training.stages import TrainingData, train
 
     out = tmp_path / "killed"
     cmd = [
         sys.executable,
         "-m",
-        "training.cli",
+        "behaviorlm.training.cli",
         "--strategy",
         "behaviorlm",
         *_cli_run_args(prepared, tiny_model, out),
@@ -406,7 +406,7 @@ def test_torchrun_two_processes_match_one(
         "--nproc_per_node",
         "2",
         "-m",
-        "training.cli",
+        "behaviorlm.training.cli",
         *_cli_run_args(prepared, tiny_model, out),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from behaviorlm.training.batching import cut_by_tokens, plan_batches
+from behaviorlm.training.packing import Readouts, plan_rows
+from behaviorlm.training.sampling import anchor_weights, balanced_weights
 from behaviorlm.vocabulary import Vocabulary
-from training.batching import cut_by_tokens, plan_batches
-from training.packing import Readouts, plan_rows
-from training.sampling import anchor_weights, balanced_weights
 
 NAMES = ["a", "b", "c", "d"]
 LABELS = np.asarray([0] * 50 + [1] * 30 + [2] * 5 + [3] * 1)

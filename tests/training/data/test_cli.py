@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from behaviorlm.cli import main
-from training.data.dataset import PreparedDataset
-from training.data.synthetic import make_synthetic_log
+from behaviorlm.training.data.dataset import PreparedDataset
+from behaviorlm.training.data.synthetic import make_synthetic_log
 
 
 @pytest.fixture()
@@ -131,7 +131,7 @@ def test_errors_are_one_line(
 
 
 def test_presets_load_and_validate(tmp_path: Path) -> None:
-    from training.data.config import PrepareConfig, load_config_file, presets
+    from behaviorlm.training.data.config import PrepareConfig, load_config_file, presets
 
     assert {"default", "compact"} <= set(presets())
     assert PrepareConfig.from_mapping(load_config_file(Path("default"))) == PrepareConfig()

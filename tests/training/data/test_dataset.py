@@ -12,10 +12,10 @@ import pytest
 from behaviorlm.errors import InputError
 from behaviorlm.events import Sample
 from behaviorlm.prompt import render_sample
-from training.data.config import PrepareConfig
-from training.data.dataset import PreparedDataset
-from training.data.pipeline import prepare_log
-from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+from behaviorlm.training.data.config import PrepareConfig
+from behaviorlm.training.data.dataset import PreparedDataset
+from behaviorlm.training.data.pipeline import prepare_log
+from behaviorlm.training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from behaviorlm.errors import InputError
-from training.data.config import EngineConfig, PrepareConfig
-from training.data.pipeline import prepare_events
-from training.data.readers import read_generic
-from training.data.synthetic import make_synthetic_log
+from behaviorlm.training.data.config import EngineConfig, PrepareConfig
+from behaviorlm.training.data.pipeline import prepare_events
+from behaviorlm.training.data.readers import read_generic
+from behaviorlm.training.data.synthetic import make_synthetic_log
 
 
 def _prepare(

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from behaviorlm.errors import InputError
-from training.data.config import PrepareConfig
-from training.data.dataset import PreparedDataset
-from training.data.pipeline import prepare_events, prepare_log
-from training.data.readers import read_generic
-from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+from behaviorlm.training.data.config import PrepareConfig
+from behaviorlm.training.data.dataset import PreparedDataset
+from behaviorlm.training.data.pipeline import prepare_events, prepare_log
+from behaviorlm.training.data.readers import read_generic
+from behaviorlm.training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
 
 
 def _now_by_user(ds: PreparedDataset, split: str) -> pd.DataFrame:

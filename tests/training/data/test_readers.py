@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from behaviorlm.errors import InputError
-from training.data.config import PrepareConfig
-from training.data.dataset import PreparedDataset
-from training.data.pipeline import prepare_events
-from training.data.readers import (
+from behaviorlm.training.data.config import PrepareConfig
+from behaviorlm.training.data.dataset import PreparedDataset
+from behaviorlm.training.data.pipeline import prepare_events
+from behaviorlm.training.data.readers import (
     LoadedLog,
     read_context_trails,
     read_generic,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from behaviorlm.cli import main
-from training.data.dataset import PreparedDataset
+from behaviorlm.training.data.dataset import PreparedDataset
 
 
 def test_smartthings(shared_data: Path, tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from behaviorlm.errors import InputError
-from training.data.config import PrepareConfig
-from training.data.dataset import PreparedDataset
-from training.data.pipeline import prepare_log
-from training.data.rules import build_label_rules
+from behaviorlm.training.data.config import PrepareConfig
+from behaviorlm.training.data.dataset import PreparedDataset
+from behaviorlm.training.data.pipeline import prepare_log
+from behaviorlm.training.data.rules import build_label_rules
 
 
 def _log(counts: dict[str, int], parents: dict[str, str] | None = None) -> pd.DataFrame:

@@ -15,10 +15,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from training.data.config import PrepareConfig
-from training.data.pipeline import prepare_events
-from training.data.readers import read_generic
-from training.data.synthetic import make_synthetic_log
+from behaviorlm.training.data.config import PrepareConfig
+from behaviorlm.training.data.pipeline import prepare_events
+from behaviorlm.training.data.readers import read_generic
+from behaviorlm.training.data.synthetic import make_synthetic_log
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed")
 if shutil.which("java") is None:
@@ -73,7 +73,7 @@ def _prepare(csv: Path, out: Path, config: PrepareConfig, sql: Any = None) -> An
     ids=["leave-one-out", "ratio"],
 )
 def test_spark_gives_the_duckdb_dataset(spark: Any, tmp_path: Path, config: PrepareConfig) -> None:
-    from training.data.spark import SparkEngine
+    from behaviorlm.training.data.spark import SparkEngine
 
     csv = _log(tmp_path / "log.csv")
     local = _prepare(csv, tmp_path / "duckdb", config)

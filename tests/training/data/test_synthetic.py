@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from training.data.synthetic import make_synthetic_log
+from behaviorlm.training.data.synthetic import make_synthetic_log
 
 
 def test_shape_and_determinism() -> None:

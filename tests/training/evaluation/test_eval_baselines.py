@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.evaluation.baselines import (
+from behaviorlm.training.evaluation.baselines import (
     GlobalMarkov,
     MostPopular,
     UserFrequency,
     UserMarkov,
     popularity_prior,
 )
-from training.evaluation.sasrec import SASRec, SASRecConfig
-from training.evaluation.sequences import SequenceData
+from behaviorlm.training.evaluation.sasrec import SASRec, SASRecConfig
+from behaviorlm.training.evaluation.sequences import SequenceData
 
 COUNTS = [3, 1]  # prior (add-one): [4/6, 2/6]
 

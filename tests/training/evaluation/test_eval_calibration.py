@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from behaviorlm.manifest import AdapterManifest, BaseModelRef
-from behaviorlm.vocabulary import Vocabulary
-from training.evaluation.calibration import (
+from behaviorlm.training.evaluation.calibration import (
     apply_temperature,
     fit_temperature,
     logit_adjust,
     store_temperature,
     temperature_ece_floor,
 )
-from training.evaluation.metrics import expected_calibration_error
+from behaviorlm.training.evaluation.metrics import expected_calibration_error
+from behaviorlm.vocabulary import Vocabulary
 
 
 def test_temperature_two_takes_square_roots() -> None:

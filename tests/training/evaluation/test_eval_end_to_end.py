@@ -20,8 +20,8 @@ from behaviorlm.manifest import AdapterManifest
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from training.data.pipeline import prepare_log
-    from training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
+    from behaviorlm.training.data.pipeline import prepare_log
+    from behaviorlm.training.data.synthetic import SYNTHETIC_COLUMNS, make_synthetic_log
 
     out = tmp_path_factory.mktemp("prepared") / "syn"
     return prepare_log(
@@ -153,7 +153,7 @@ def test_bad_input_is_named(
 
 
 def test_llm_systems_calibration_and_resume(prepared: Any, tiny_model: Any, tmp_path: Path) -> None:
-    from behaviorlm.testing import make_random_adapter
+    from tests.random_adapter import make_random_adapter
 
     run = tmp_path / "models" / "tiny-run"
     make_random_adapter(
@@ -227,8 +227,8 @@ def test_trained_head_adapter_and_the_hybrid_arm(
 ) -> None:
     """An adapter with a trained head and repeat features is evaluated with each sample's
     past, and the hybrid arm fuses it with SASRec (weights from validation)."""
-    from training.config import load_config
-    from training.stages import TrainingData, train
+    from behaviorlm.training.config import load_config
+    from behaviorlm.training.stages import TrainingData, train
 
     config = load_config(
         "tiny", ["baseline.steps=3", "head.trained=true", "head.repeat_window=6", "threads=1"]
@@ -290,9 +290,9 @@ def test_fewshot_reuses_a_runs_stage1(
     import torch
     from safetensors.torch import load_file
 
-    from training.config import load_config
-    from training.evaluation.fewshot import training_subset
-    from training.stages import TrainingData, train
+    from behaviorlm.training.config import load_config
+    from behaviorlm.training.evaluation.fewshot import training_subset
+    from behaviorlm.training.stages import TrainingData, train
 
     source = tmp_path / "source"
     train(

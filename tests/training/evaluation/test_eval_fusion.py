@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.evaluation.calibration import mean_nll
-from training.evaluation.fusion import fit_fusion, fuse
+from behaviorlm.training.evaluation.calibration import mean_nll
+from behaviorlm.training.evaluation.fusion import fit_fusion, fuse
 
 
 def _probs(logits: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from training.evaluation import metrics as M
-from training.evaluation.metrics import (
+from behaviorlm.training.evaluation import metrics as M
+from behaviorlm.training.evaluation.metrics import (
     compute_metrics,
     expected_calibration_error,
     per_behavior,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.evaluation.evaluate import choose_stratified, choose_subset
+from behaviorlm.training.evaluation.evaluate import choose_stratified, choose_subset
 
 
 def test_uniform_subset_is_seeded_sorted_and_without_repeats() -> None:

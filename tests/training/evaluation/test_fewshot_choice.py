@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from behaviorlm.errors import InputError
+from behaviorlm.training.evaluation.fewshot import FewShotConfig, choose_holdout
 from behaviorlm.vocabulary import Vocabulary
-from training.evaluation.fewshot import FewShotConfig, choose_holdout
 
 
 def _vocab() -> Vocabulary:
