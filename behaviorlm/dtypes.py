@@ -11,8 +11,9 @@ oneDNN can run bf16 at all, so "auto" reads the CPU's flags instead.
 from __future__ import annotations
 
 import platform
+import sys
 from pathlib import Path
-from typing import Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 from behaviorlm.errors import InputError
 
@@ -68,3 +69,25 @@ def resolve_dtype_here(choice: str, where: str = "dtype") -> Dtype:
 
     gpu = bool(torch.cuda.is_bf16_supported()) if torch.cuda.is_available() else None
     return resolve_dtype_name(choice, gpu_bf16=gpu, where=where)
+
+
+def torch_dtype(name: str) -> Any:
+    """The torch dtype of a concrete name (what :func:`resolve_dtype_here` returns)."""
+    import torch
+
+    if name not in get_args(Dtype):
+        raise ValueError(f"torch_dtype: {name!r} is not resolved (resolve_dtype_here first)")
+    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
+def resolve_torch_dtype(choice: str, where: str = "dtype") -> Any:
+    """The torch dtype to run a model in here: :func:`resolve_dtype_here`, and an explicit bf16
+    falls back to fp32 on a CPU without bf16 kernels at all (it would not run)."""
+    import torch
+
+    name = resolve_dtype_here(choice, where)
+    cpu = not torch.cuda.is_available()
+    if name == "bfloat16" and cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        print("[dtype] this CPU has no bf16 kernels: using float32", file=sys.stderr)
+        name = "float32"
+    return torch_dtype(name)

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from behaviorlm.errors import InputError, ManifestMismatch
 from behaviorlm.labels import LabelHead
 from behaviorlm.repeats import FEATURES, RepeatInput, feature_matrix
+from behaviorlm.vocabulary import name_index
 
 HEAD_FILE = "behavior_head.safetensors"
 
@@ -103,7 +104,7 @@ class BehaviorHead:
 
     @cached_property
     def index(self) -> dict[str, int]:
-        return {n: i for i, n in enumerate(self.names)}
+        return name_index(self.names)
 
     def rows(
         self, names: Sequence[str], label: LabelHead, union_weight: np.ndarray | None
@@ -130,7 +131,7 @@ class BehaviorHead:
         """[len(names)] the features' share of each behavior's score (0 without features)."""
         if self.repeat_window == 0 or past is None:
             return np.zeros(len(names), dtype=np.float32)
-        index = {n: i for i, n in enumerate(names)}
+        index = name_index(names)
         feats = feature_matrix(past.last(self.repeat_window), index, len(names))
         return feats @ self.feature_weights
 

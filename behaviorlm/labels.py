@@ -34,6 +34,7 @@ import numpy as np
 from behaviorlm.errors import EngineError, InputError
 from behaviorlm.events import normalize_behavior
 from behaviorlm.prompt import PieceEncoder
+from behaviorlm.vocabulary import name_index
 
 SCORING_FORMAT = 3
 HEAD_SCORING_FORMAT = 4  # behaviorlm.head: trained rows + repeat features, same readout
@@ -78,7 +79,7 @@ class LabelHead:
 
     @cached_property
     def index(self) -> dict[str, int]:
-        return {n: i for i, n in enumerate(self.names)}
+        return name_index(self.names)
 
     @cached_property
     def union(self) -> np.ndarray:

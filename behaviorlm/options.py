@@ -40,6 +40,7 @@ def option(
     metavar: str | None = None,
     negate: str | None = None,
     nargs: str | None = None,
+    const: Any = None,
     action: str | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line option (see the module docstring)."""
@@ -51,6 +52,7 @@ def option(
         "metavar": metavar,
         "negate": negate,
         "nargs": nargs,
+        "const": const,
         "action": action,
     }
     if isinstance(default, list | dict | set):
@@ -124,7 +126,7 @@ def add_options(
             kwargs["type"] = meta.get("parse") or _SCALARS.get(kind)
             if kwargs["type"] is None:
                 raise TypeError(f"option {f.name}: no parser for {kind!r}; give parse=")
-        for key in ("choices", "metavar", "nargs"):
+        for key in ("choices", "metavar", "nargs", "const"):
             if meta.get(key) is not None:
                 kwargs[key] = meta[key]
         parser.add_argument(flag_of(f), **kwargs)

@@ -14,10 +14,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from behaviorlm.errors import InputError
 from behaviorlm.events import normalize_behavior
 
 DEFAULT_ANCHOR_SHARE = 0.01
+
+
+def name_index(names: Iterable[str]) -> dict[str, int]:
+    """Each name's position: the one name -> row map of vocabularies, heads and label sets."""
+    return {n: i for i, n in enumerate(names)}
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,15 @@ class Vocabulary:
 
     @cached_property
     def index(self) -> dict[str, int]:
-        return {n: i for i, n in enumerate(self.names)}
+        return name_index(self.names)
 
     def is_anchor(self, name: str) -> bool:
         return self.share(name) > self.anchor_share
+
+    @cached_property
+    def anchor_mask(self) -> np.ndarray:
+        """[behaviors] bool: which rows are anchors (the partition as an array, in name order)."""
+        return np.array([self.is_anchor(n) for n in self.names], dtype=bool)
 
     @cached_property
     def anchors(self) -> tuple[str, ...]:

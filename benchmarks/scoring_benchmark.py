@@ -36,6 +36,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from behaviorlm.dtypes import DTYPE_CHOICES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -105,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--dtype",
         default="bfloat16",
-        choices=("auto", "bfloat16", "float32"),
+        choices=DTYPE_CHOICES,
         help="the transformers engine's dtype and the matmul peak's (auto: what the service "
         "picks on this machine; bf16 by default, as the figures in the README were taken)",
     )

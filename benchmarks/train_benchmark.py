@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from behaviorlm.dtypes import DTYPE_CHOICES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -152,7 +154,7 @@ def main() -> None:
     parser.add_argument(
         "--dtype",
         default="auto",
-        choices=("auto", "bfloat16", "float32"),
+        choices=DTYPE_CHOICES,
         help="base model dtype (auto: bf16 where this CPU computes it natively, else fp32)",
     )
     parser.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per step")

@@ -103,6 +103,14 @@ class ScoringEngine(ABC):
 
     name: str = "engine"
     heads: HeadCache  # set by each engine from its tokenizer
+    # True: concurrent ``ascore`` calls are batched by the engine itself (vLLM's scheduler);
+    # False: callers batch, through ``score_batch`` (the service puts a micro-batcher there).
+    schedules_itself: bool = False
+
+    @property
+    def serves_one_adapter(self) -> bool:
+        """Whether this engine can hold only one adapter (e.g. merged into its weights)."""
+        return False
 
     def label_head(self, behaviors: Sequence[str]) -> LabelHead:
         """The head of these behaviors (cached); InputError when two names collide."""

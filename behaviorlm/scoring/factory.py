@@ -49,7 +49,9 @@ def make_engine(kind: str, base: BaseModel, **opts: Any) -> ScoringEngine:
     if chosen == "vllm":
         from behaviorlm.scoring.vllm_engine import VLLMEngine
 
-        opts.pop("merge", None)  # vLLM applies LoRA per request; nothing to merge
+        # vLLM applies LoRA per request (nothing to merge) and schedules its own batches.
+        for transformers_only in ("merge", "batch_size"):
+            opts.pop(transformers_only, None)
         return VLLMEngine(base, **opts)
     from behaviorlm.scoring.transformers_engine import TransformersEngine
 

@@ -10,14 +10,13 @@ bf16 model, which measured ~30% slower on this CPU for no useful precision.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from behaviorlm.base_model import BaseModel
-from behaviorlm.dtypes import DtypeChoice, resolve_dtype_here
+from behaviorlm.dtypes import DtypeChoice, resolve_torch_dtype
 from behaviorlm.errors import EngineError, InputError
 from behaviorlm.head import BehaviorHead
 from behaviorlm.labels import LabelHead
@@ -56,20 +55,6 @@ def check_adapters_known(
             )
 
 
-def resolve_dtype(dtype: str) -> Any:
-    """torch dtype for a name: "auto" is bf16 on a GPU or a CPU with native bf16, else fp32
-    (``behaviorlm.dtypes``); an explicit bf16 falls back to fp32 on a CPU without bf16 kernels."""
-    import torch
-
-    name = resolve_dtype_here(dtype)
-    if name == "float32":
-        return torch.float32
-    if not torch.cuda.is_available() and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        print("[engine] this CPU has no bf16 kernels: using float32", file=sys.stderr)
-        return torch.float32
-    return torch.bfloat16
-
-
 class TransformersEngine(ScoringEngine):
     """transformers + peft; batched constrained scoring with any mix of adapters."""
 
@@ -93,7 +78,7 @@ class TransformersEngine(ScoringEngine):
         self.merge = merge
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.torch_dtype = resolve_dtype(dtype)
+        self.torch_dtype = resolve_torch_dtype(dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         self.encoder = PieceEncoder(self.tokenizer)
         model: Any = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=self.torch_dtype)
@@ -111,6 +96,10 @@ class TransformersEngine(ScoringEngine):
         self._pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
         # peft's active adapter is model state: one group at a time.
         self._lock = threading.RLock()
+
+    @property
+    def serves_one_adapter(self) -> bool:
+        return bool(self.merge)
 
     @property
     def adapters(self) -> dict[str, AdapterSpec]:

@@ -85,6 +85,7 @@ class VLLMEngine(ScoringEngine):
     """vLLM ``AsyncLLM`` with LoRA; a few label-token reads per prompt, prefix caching on."""
 
     name = "vllm"
+    schedules_itself = True
 
     def __init__(
         self,
@@ -97,7 +98,6 @@ class VLLMEngine(ScoringEngine):
         gpu_memory_utilization: float = 0.85,
         max_num_seqs: int = 256,
         head_cache_size: int = 64,
-        batch_size: int | None = None,  # accepted for make_engine symmetry; vLLM batches itself
         seed: int = 0,
     ) -> None:
         from transformers import AutoTokenizer
@@ -107,7 +107,6 @@ class VLLMEngine(ScoringEngine):
         if max_loras < 2:
             raise InputError(f"max_loras must be >= 2 (identity + one adapter), got {max_loras}")
         dtype = resolve_dtype_here(dtype)  # "auto" as the transformers engine resolves it
-        del batch_size
         if kv_cache_gib is not None:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")

@@ -16,11 +16,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from behaviorlm import __version__
+from behaviorlm.service.engine_client import EngineFactory, build_engine
 from behaviorlm.service.errors import install_error_handlers
 from behaviorlm.service.metrics import ServiceMetrics
 from behaviorlm.service.middleware import RequestContextMiddleware
+from behaviorlm.service.predictor import Predictor
 from behaviorlm.service.routers import admin, health, models, predict
-from behaviorlm.service.runtime import EngineFactory, Runtime, build_engine
+from behaviorlm.service.runtime import Runtime
 from behaviorlm.service.settings import ServiceSettings
 
 log = logging.getLogger("behaviorlm.service.app")
@@ -53,6 +55,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings, metrics, engine_factory)
         app.state.runtime = runtime
+        app.state.predictor = Predictor(runtime)
         starting = asyncio.create_task(start(runtime), name="runtime-start")
         try:
             yield

@@ -4,35 +4,53 @@ environment (``BEHAVIORLM_*``) and these options, which take precedence."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import types
+import typing
+from typing import Any, Literal
 
-from behaviorlm.dtypes import DTYPE_CHOICES
-from behaviorlm.scoring.factory import ENGINE_KINDS
+from pydantic.fields import FieldInfo
+
 from behaviorlm.service.settings import ServiceSettings
 
-# option -> (settings field, help); the help text comes from the settings' own descriptions.
-_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("--engine", "engine", {"choices": list(ENGINE_KINDS)}),
-    ("--base-model", "base_model", {}),
-    ("--models-dir", "models_dir", {}),
-    ("--adapter", "adapters", {"action": "append", "metavar": "NAME=PATH|PATH"}),
-    ("--default-adapter", "default_adapter", {}),
-    ("--host", "host", {}),
-    ("--port", "port", {"type": int}),
-    ("--max-body-bytes", "max_body_bytes", {"type": int}),
-    ("--max-history-events", "max_history_events", {"type": int}),
-    ("--max-batch-items", "max_batch_items", {"type": int}),
-    ("--request-deadline-s", "request_deadline_s", {"type": float}),
-    ("--max-queue", "max_queue", {"type": int}),
-    ("--admission-margin", "admission_margin", {"type": float}),
-    ("--recovery-interval-s", "recovery_interval_s", {"type": float}),
-    ("--batch-max-size", "batch_max_size", {"type": int}),
-    ("--batch-max-wait-ms", "batch_max_wait_ms", {"type": float}),
-    ("--merge-adapter", "merge_adapter", {"action": argparse.BooleanOptionalAction}),
-    ("--dtype", "dtype", {"choices": list(DTYPE_CHOICES)}),
-    ("--log-level", "log_level", {"choices": ["debug", "info", "warning", "error"]}),
-    ("--shutdown-grace-s", "shutdown_grace_s", {"type": float}),
-)
+
+def settings_flags() -> dict[str, tuple[str, dict[str, Any]]]:
+    """field -> (flag, argparse keywords) for every ``ServiceSettings`` field that has a flag:
+    the flag is the field's name with dashes (or its ``flag`` extra), the type and choices
+    come from its annotation, the help from its description. Fields marked ``env_only`` (the
+    secrets) have none."""
+    flags: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, info in ServiceSettings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("env_only"):
+            continue
+        flag = str(extra.get("flag") or "--" + name.replace("_", "-"))
+        kwargs = _kind_keywords(info)
+        if "metavar" in extra:
+            kwargs["metavar"] = extra["metavar"]
+        kwargs["help"] = (
+            f"{info.description} (env BEHAVIORLM_{name.upper()}; default {_default(info)})"
+        )
+        flags[name] = (flag, kwargs)
+    return flags
+
+
+def _kind_keywords(info: FieldInfo) -> dict[str, Any]:
+    kind = info.annotation
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if typing.get_origin(kind) is Literal:
+        return {"choices": [str(c) for c in typing.get_args(kind)]}
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(kind) is list:
+        return {"action": "append"}
+    if kind in (int, float):
+        return {"type": kind}
+    return {}  # str, Path: the text as given; the settings convert and validate it
+
+
+def _default(info: FieldInfo) -> Any:
+    return info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,12 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "environment only, so they do not show up in process listings."
         ),
     )
-    fields = ServiceSettings.model_fields
-    for flag, field, extra in _OPTIONS:
-        info = fields[field]
-        default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
-        help_text = f"{info.description} (env BEHAVIORLM_{field.upper()}; default {default})"
-        p.add_argument(flag, dest=field, default=None, help=help_text, **extra)
+    for field, (flag, kwargs) in settings_flags().items():
+        p.add_argument(flag, dest=field, default=None, **kwargs)
     p.set_defaults(func=_serve)
 
 
@@ -83,7 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
     from behaviorlm.service.logs import configure_logging
     from behaviorlm.service.settings import load_settings
 
-    overrides = {field: getattr(args, field) for _, field, _ in _OPTIONS}
+    overrides = {field: getattr(args, field) for field in settings_flags()}
     settings = load_settings(**overrides)
     configure_logging(settings.log_level)
     failure: list[str] = []

@@ -1,7 +1,9 @@
 """The one error shape of the API and the handlers that produce it.
 
 Every 4xx/5xx body is ``{"error": {"type", "message", "field", "request_id"}}``: validation
-errors, HTTP errors raised by the framework (404, 405) and the service's own errors alike.
+errors, HTTP errors raised by the framework (404, 405), the routes' own ``ApiError`` and the
+faults the predictor and the runtime raise (``behaviorlm.service.faults``), whose HTTP status
+is decided here and nowhere else.
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from behaviorlm.service.faults import (
+    AdapterNotFound,
+    DeadlineExceeded,
+    EngineFailed,
+    InvalidRequest,
+    NotReady,
+    Overloaded,
+    ServiceFault,
+)
 from behaviorlm.service.logs import current_request_id
+from behaviorlm.service.validation import describe_validation
 
 log = logging.getLogger("behaviorlm.service.errors")
 
@@ -32,6 +44,21 @@ _TYPES_BY_STATUS = {
     503: "unavailable",
     504: "deadline_exceeded",
 }
+
+
+# The HTTP status of each fault (the first matching class, so subclasses may come first).
+FAULT_STATUS: tuple[tuple[type[ServiceFault], int], ...] = (
+    (InvalidRequest, 422),
+    (AdapterNotFound, 404),
+    (Overloaded, 429),
+    (NotReady, 503),
+    (EngineFailed, 503),
+    (DeadlineExceeded, 504),
+)
+
+
+def fault_status(fault: ServiceFault) -> int:
+    return next((status for kind, status in FAULT_STATUS if isinstance(fault, kind)), 500)
 
 
 class ApiError(Exception):
@@ -80,33 +107,15 @@ def error_response(
     return JSONResponse(error_body(status, message, field, type), status, headers=headers)
 
 
-def validation_field(loc: tuple[Any, ...] | list[Any]) -> str:
-    """'body.history.3.behavior' -> 'history[3].behavior' (the field as the client wrote it)."""
-    parts = list(loc)
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:]
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            out += ("." if out else "") + str(p)
-    return out or "body"
-
-
-def describe_validation(errors: list[Any]) -> tuple[str, str]:
-    """(message, field) for the first pydantic / FastAPI validation error."""
-    first = errors[0]
-    field = validation_field(first.get("loc", ()))
-    msg = first.get("msg", "invalid value")
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"{field}: {msg}{more}", field
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.field, exc.type, exc.headers)
+
+    @app.exception_handler(ServiceFault)
+    async def _fault(request: Request, exc: ServiceFault) -> JSONResponse:
+        headers = None if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+        return error_response(fault_status(exc), exc.message, exc.field, exc.type, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,193 +1,132 @@
-"""The serving layer: a ``PredictRequest`` becomes an engine request (validated against the
-served adapter, its prompt rendered with the adapter's history window), and a ``ScoreResult``
-becomes a ``PredictResult``. No engine state here: ``behaviorlm.service.runtime`` owns the engine,
-the served adapters, admission and hot swaps.
+"""The serving layer the routes call: one prediction or a batch, API request to API result.
+
+A request is checked and rendered (``behaviorlm.service.conversion``), admitted against its
+deadline, scored by the runtime and turned into the API's answer. Whatever goes wrong is a
+``behaviorlm.service.faults`` fault; the routes (the edge) turn faults into HTTP. The engine,
+the served adapters and admission belong to ``behaviorlm.service.runtime.Runtime``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import asyncio
+from collections.abc import Sequence
+from typing import Any
 
-from behaviorlm.errors import BehaviorLMError, InputError
-from behaviorlm.events import Event, check_sorted, normalize_behavior
-from behaviorlm.manifest import AdapterManifest
-from behaviorlm.prompt import render_prompt
-from behaviorlm.repeats import RepeatInput
-from behaviorlm.scoring import ScoreRequest, ScoreResult, ScoringEngine
-from behaviorlm.service.errors import ApiError
-from behaviorlm.service.schemas import Prediction, PredictRequest, PredictResult
-from behaviorlm.service.settings import ServiceSettings
+from pydantic import ValidationError
 
-
-@dataclass(frozen=True)
-class Served:
-    """An adapter as requests see it: the public name and the engine's key for this version."""
-
-    name: str
-    key: str
-    manifest: AdapterManifest
-    vocabulary: frozenset[str]
-    anchors: frozenset[str]
+from behaviorlm.scoring import ScoreResult
+from behaviorlm.service.conversion import Prepared, prepare, to_result
+from behaviorlm.service.faults import DeadlineExceeded, InvalidRequest, ServiceFault
+from behaviorlm.service.runtime import Runtime
+from behaviorlm.service.schemas import (
+    BatchItem,
+    ItemError,
+    PredictRequest,
+    PredictResult,
+)
+from behaviorlm.service.validation import describe_validation
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A validated prediction request, ready to score."""
+class Predictor:
+    """Predictions through one runtime."""
 
-    served: Served
-    score: ScoreRequest
-    top_k: int
-    unknown_history: int
-    history_used: int
-    untrained: frozenset[str] = frozenset()
-    user_id: str | None = None
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
+    async def predict(self, req: PredictRequest, deadline_ms: int | None) -> PredictResult:
+        """Top-k next behaviors of one request, within its deadline (the client's
+        ``deadline_ms``, capped by the server's)."""
+        self.runtime.require_ready()
+        prepared = self.prepare(req)
+        deadline_s = self.runtime.deadline_for(deadline_ms)
+        async with self.runtime.admit(1, deadline_s):
+            try:
+                async with asyncio.timeout(deadline_s):
+                    result = await self.runtime.score(prepared)
+            except TimeoutError:
+                raise self._deadline_fault(deadline_s) from None
+        return to_result(prepared, result)
 
-def default_now(history: Sequence[Event]) -> datetime | None:
-    """Now in the timezone of the last timestamped event (naive if it is naive); None when the
-    history has no timestamps (such logs carry coarse time in their context instead)."""
-    last = next((e.timestamp for e in reversed(history) if e.timestamp is not None), None)
-    if last is None:
-        return None
-    if last.tzinfo is None:
-        return datetime.now(UTC).replace(tzinfo=None)
-    return datetime.now(last.tzinfo)
-
-
-def prepare(
-    req: PredictRequest,
-    served_adapters: Mapping[str, Served],
-    default_adapter: str | None,
-    settings: ServiceSettings,
-    engine: ScoringEngine,
-    where: str = "",
-) -> Prepared:
-    """Check a request against the served adapters and render its prompt (``where``: the
-    field path prefix of error messages, e.g. ``items[3]``)."""
-    prefix = f"{where}." if where else ""
-    if len(req.history) > settings.max_history_events:
-        raise ApiError(
-            422,
-            f"history has {len(req.history)} events; this server accepts at most "
-            f"{settings.max_history_events}",
-            field=f"{prefix}history",
-        )
-    name = req.adapter or default_adapter
-    served = served_adapters.get(name or "")
-    if served is None:
-        raise ApiError(
-            404,
-            f"unknown adapter {req.adapter!r}; loaded: {sorted(served_adapters)}",
-            type="adapter_not_found",
-            field=f"{prefix}adapter",
-        )
-    full = history_events(req, prefix)
-    now = req.now if req.now is not None else default_now(full)
-    # The prompt shows the last K events, as training and evaluation read them; a trained
-    # head's repeat features read up to its repeat_window of the whole history sent.
-    keep = served.manifest.history_events
-    history = full[-keep:] if keep is not None else full
-    prompt = render_prompt(history, now, dict(req.now_context))
-    past = repeat_input(served.manifest, full, now, len(history))
-    behaviors, untrained = candidates(req, served, engine, prefix)
-    unknown_history = sum(1 for e in history if e.behavior not in served.vocabulary)
-    return Prepared(
-        served=served,
-        score=ScoreRequest(prompt=prompt, behaviors=behaviors, adapter=served.key, past=past),
-        top_k=req.top_k,
-        unknown_history=unknown_history,
-        history_used=len(history),
-        untrained=untrained,
-        user_id=req.user_id,
-    )
-
-
-def repeat_input(
-    manifest: AdapterManifest, history: Sequence[Event], now: datetime | None, shown: int
-) -> RepeatInput | None:
-    """What the adapter's repeat features read (None: its head has none)."""
-    head = manifest.head
-    if head is None or head.repeat_window == 0:
-        return None
-    past = history[-head.repeat_window :]
-    return RepeatInput.of_events(
-        [e.behavior for e in past], [e.timestamp for e in past], now, shown
-    )
-
-
-def history_events(req: PredictRequest, prefix: str) -> list[Event]:
-    """The request's history as events: names normalised, one kind of timestamp, in order."""
-    history = []
-    for i, e in enumerate(req.history):
-        behavior = normalize_behavior(e.behavior)
-        if not behavior:
-            raise ApiError(422, "behavior is blank", field=f"{prefix}history[{i}].behavior")
-        history.append(Event(behavior, e.timestamp, dict(e.context)))
-    zones = {e.timestamp.tzinfo is None for e in history if e.timestamp is not None}
-    if len(zones) > 1:
-        raise ApiError(
-            422,
-            "history mixes timestamps with and without a UTC offset; use one kind",
-            field=f"{prefix}history",
-        )
-    try:
-        check_sorted(history, f"{prefix}history")
-    except BehaviorLMError as exc:
-        raise ApiError(422, str(exc), field=f"{prefix}history") from exc
-    return history
-
-
-def candidates(
-    req: PredictRequest, served: Served, engine: ScoringEngine, prefix: str
-) -> tuple[tuple[str, ...], frozenset[str]]:
-    """The behaviors to score and those of them outside the adapter's vocabulary."""
-    if req.candidates is None:
-        return tuple(e.name for e in served.manifest.vocabulary), frozenset()
-    behaviors = tuple(dict.fromkeys(normalize_behavior(c) for c in req.candidates))
-    where = f"{prefix}candidates"
-    blank = [i for i, c in enumerate(req.candidates) if not normalize_behavior(c)]
-    if blank:
-        raise ApiError(422, "candidate is blank", field=f"{where}[{blank[0]}]")
-    unknown = [c for c in behaviors if c not in served.vocabulary]
-    if unknown and not req.allow_new_behaviors:
-        shown = ", ".join(repr(u) for u in unknown[:10])
-        more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
-        raise ApiError(
-            422,
-            f"candidates not in adapter {served.name!r}'s vocabulary: {shown}{more}; set "
-            "allow_new_behaviors: true to score new behaviors by their names",
-            type="unknown_candidate",
-            field=where,
-        )
-    if unknown:
-        try:  # two names with the same label tokens cannot be told apart
-            engine.label_head(behaviors)
-        except InputError as exc:
-            raise ApiError(422, str(exc), type="unknown_candidate", field=where) from exc
-    return behaviors, frozenset(unknown)
-
-
-def to_result(prepared: Prepared, result: ScoreResult) -> PredictResult:
-    """The API's answer for one scored request."""
-    served = prepared.served
-    return PredictResult(
-        predictions=[
-            Prediction(
-                behavior=b,
-                probability=min(1.0, max(0.0, p)),
-                anchor=b in served.anchors,
-                trained=b not in prepared.untrained,
+    async def predict_batch(self, items: Sequence[Any], deadline_ms: int | None) -> list[BatchItem]:
+        """Every item's result or error, in order; the valid items are admitted (or refused)
+        as a whole and share the deadline."""
+        self.runtime.require_ready()
+        limit = self.runtime.settings.max_batch_items
+        if len(items) > limit:
+            raise InvalidRequest(
+                f"batch has {len(items)} items; this server accepts at most {limit}",
+                field="items",
             )
-            for b, p in result.top(prepared.top_k)
-        ],
-        label_mass=float(result.label_mass),
-        model=served.name,
-        adapter_version=served.manifest.version,
-        stage=served.manifest.stage,
-        base_model=served.manifest.base_model.id,
-        unknown_history_behaviors=prepared.unknown_history,
-        history_events_used=prepared.history_used,
-        user_id=prepared.user_id,
-    )
+        out = [BatchItem(index=i) for i in range(len(items))]
+        prepared = self._prepare_items(items, out)
+        if prepared:
+            deadline_s = self.runtime.deadline_for(deadline_ms)
+            async with self.runtime.admit(len(prepared), deadline_s):
+                scored = await self._score_all(prepared, deadline_s)
+            for i, outcome in scored.items():
+                if isinstance(outcome, ServiceFault):
+                    out[i].error = item_error(outcome)
+                else:
+                    out[i].result = to_result(prepared[i], outcome)
+        return out
+
+    def prepare(self, req: PredictRequest, where: str = "") -> Prepared:
+        """Check a request against the served adapters and render its prompt (``where``: the
+        field path prefix of error messages, e.g. ``items[3]``)."""
+        prefix = f"{where}." if where else ""
+        limit = self.runtime.settings.max_history_events
+        if len(req.history) > limit:
+            raise InvalidRequest(
+                f"history has {len(req.history)} events; this server accepts at most {limit}",
+                field=f"{prefix}history",
+            )
+        served = self.runtime.adapter(req.adapter, field=f"{prefix}adapter")
+        return prepare(req, served, self.runtime.require_engine(), where)
+
+    def _prepare_items(self, items: Sequence[Any], out: list[BatchItem]) -> dict[int, Prepared]:
+        """The items that are valid, by index; the others get their error in ``out``."""
+        prepared: dict[int, Prepared] = {}
+        for i, raw in enumerate(items):
+            where = f"items[{i}]"
+            try:
+                prepared[i] = self.prepare(PredictRequest.model_validate(raw), where)
+            except ValidationError as exc:
+                message, field = describe_validation(list(exc.errors()))
+                out[i].error = ItemError(
+                    type="invalid_request", message=f"{where}.{message}", field=f"{where}.{field}"
+                )
+            except ServiceFault as exc:
+                out[i].error = item_error(exc)
+        return prepared
+
+    async def _score_all(
+        self, prepared: dict[int, Prepared], deadline_s: float
+    ) -> dict[int, ScoreResult | ServiceFault]:
+        """Score the items concurrently; those not done by the deadline are cancelled."""
+        tasks = {i: asyncio.create_task(self.runtime.score(p)) for i, p in prepared.items()}
+        _, pending = await asyncio.wait(tasks.values(), timeout=deadline_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        outcomes: dict[int, ScoreResult | ServiceFault] = {}
+        for i, task in tasks.items():
+            if task in pending:
+                outcomes[i] = self._deadline_fault(deadline_s)
+                continue
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, ServiceFault):
+                raise exc
+            outcomes[i] = exc if exc is not None else task.result()
+        return outcomes
+
+    def _deadline_fault(self, deadline_s: float) -> DeadlineExceeded:
+        self.runtime.metrics.rejected.labels("deadline").inc()
+        return DeadlineExceeded(
+            f"prediction not finished within the {deadline_s:g} s deadline; it was abandoned"
+        )
+
+
+def item_error(fault: ServiceFault) -> ItemError:
+    """A batch item's error body."""
+    return ItemError(type=fault.type, message=fault.message, field=fault.field)

@@ -1,7 +1,9 @@
 """The service's engine and adapters: readiness, admission, scoring, hot adapter swaps, drain.
 
 One ``Runtime`` lives on ``app.state.runtime`` for the app's lifetime (the lifespan starts and
-closes it). Routes stay thin: they turn HTTP into ``Prepared`` requests and call ``score``.
+closes it); the predictor (``behaviorlm.service.predictor``) calls it, and it calls the engine
+through one ``EngineClient``. No HTTP here: what goes wrong is a ``faults`` fault, so the
+runtime runs (and is tested) without FastAPI.
 """
 
 from __future__ import annotations
@@ -12,64 +14,36 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from behaviorlm.errors import BehaviorLMError, InputError
 from behaviorlm.manifest import AdapterManifest
-from behaviorlm.scoring import AdapterSpec, ScoreRequest, ScoreResult, ScoringEngine
+from behaviorlm.scoring import AdapterSpec, ScoreResult, ScoringEngine
 from behaviorlm.service.adapters import discover_adapters, pick_default, resolve_inside
 from behaviorlm.service.admission import Admission
-from behaviorlm.service.batcher import MicroBatcher
-from behaviorlm.service.errors import ApiError
+from behaviorlm.service.conversion import Prepared, Served, prepare
+from behaviorlm.service.engine_client import (
+    EngineClient,
+    EngineFactory,
+    build_engine,
+    engine_client,
+)
+from behaviorlm.service.faults import (
+    AdapterNotFound,
+    EngineFailed,
+    InvalidRequest,
+    NotReady,
+    Overloaded,
+)
 from behaviorlm.service.metrics import ServiceMetrics
-from behaviorlm.service.predictor import Prepared, Served, prepare
 from behaviorlm.service.schemas import PredictRequest
 from behaviorlm.service.settings import ServiceSettings
 
 log = logging.getLogger("behaviorlm.service.runtime")
 
 State = Literal["loading", "ready", "failed", "recovering", "draining", "stopped"]
-# Builds (engine, kind) from the settings; create_app's seam for tests that inject faults.
-EngineFactory = Callable[[ServiceSettings], tuple[ScoringEngine, str]]
-
-
-def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
-    """The engine the settings ask for (slow: loads the base model)."""
-    from behaviorlm.base_model import resolve_base_model
-    from behaviorlm.scoring.factory import choose_kind, make_engine
-
-    kind = choose_kind(settings.engine)
-    heads = adapters_with_head(settings) if kind == "vllm" and settings.engine == "auto" else []
-    if heads:  # vLLM refuses trained-head adapters; auto must not pick an engine that would
-        kind = choose_kind(settings.engine, trained_head=True)
-        log.info("engine auto -> transformers: %s have a trained head", ", ".join(heads))
-    base = resolve_base_model(settings.base_model)
-    opts: dict[str, Any] = {}
-    if settings.dtype != "auto":
-        opts["dtype"] = settings.dtype
-    if kind == "transformers":
-        opts["merge"] = settings.merge_adapter
-    return make_engine(kind, base, **opts), kind
-
-
-def adapters_with_head(settings: ServiceSettings) -> list[str]:
-    """Served names of the configured adapters whose manifest records a trained head.
-
-    Reads only the manifests; an unreadable one is left to the adapter load to report."""
-    try:
-        found = discover_adapters(settings.models_dir, settings.adapters)
-    except InputError:
-        return []
-    names = []
-    for name, path in found.items():
-        try:
-            if AdapterManifest.load(path).head is not None:
-                names.append(name)
-        except (BehaviorLMError, OSError):
-            continue
-    return names
 
 
 class Runtime:
@@ -85,6 +59,7 @@ class Runtime:
         self.state: State = "loading"
         self.detail: str | None = "engine loading"
         self.engine: ScoringEngine | None = None
+        self.client: EngineClient | None = None
         self.engine_kind: str | None = None
         self.served: dict[str, Served] = {}
         self.default_adapter: str | None = None
@@ -92,12 +67,10 @@ class Runtime:
         self._refs: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._batcher: MicroBatcher | None = None
         self._admin_lock = asyncio.Lock()
         self._load_counter = 0
         self._retired: set[asyncio.Task[None]] = set()
         self._recovery: asyncio.Task[None] | None = None
-        self._last_done = 0.0  # perf_counter of the last direct (vLLM) completion
         self.admission = Admission(settings.max_queue, settings.admission_margin, 0.0)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -107,18 +80,9 @@ class Runtime:
         try:
             engine, kind = await asyncio.to_thread(self._engine_factory, self.settings)
             self.engine, self.engine_kind = engine, kind
-            if kind != "vllm":
-                wait_s = self.settings.batch_max_wait_ms / 1000
-                self.admission.fill_wait_s = wait_s
-                # The engine serialises its own calls (score, load, unload): one lock, there.
-                self._batcher = MicroBatcher(
-                    engine.score_batch,
-                    self.settings.batch_max_size,
-                    wait_s,
-                    self.metrics,
-                    observe=self.admission.observe,
-                )
-                self._batcher.start()
+            self.client = engine_client(engine, self.settings, self.metrics, self.admission.observe)
+            self.admission.fill_wait_s = self.client.fill_wait_s
+            self.client.start()
             found = discover_adapters(self.settings.models_dir, self.settings.adapters)
             if not found:
                 raise BehaviorLMError(
@@ -126,8 +90,7 @@ class Runtime:
                     "<name>/manifest.json); set BEHAVIORLM_MODELS_DIR or BEHAVIORLM_ADAPTERS"
                 )
             self.default_adapter = pick_default(list(found), self.settings.default_adapter)
-            if self.settings.merge_adapter and kind == "transformers":
-                # A merged engine serves exactly one adapter: the default.
+            if engine.serves_one_adapter:  # e.g. merged into the weights: the default
                 found = {self.default_adapter: found[self.default_adapter]}
             for name, path in found.items():
                 await self.load_adapter(name, path)
@@ -151,7 +114,17 @@ class Runtime:
         """A full batch of real predictions through the whole path before declaring readiness;
         its timing warms the admission's estimate at the rate the engine has under load."""
         assert self.default_adapter is not None
-        served = self.served[self.default_adapter]
+        prepared = self._canary_request(self.served[self.default_adapter])
+        copies = self.settings.batch_max_size
+        results = await asyncio.gather(*(self.score(prepared) for _ in range(copies)))
+        for result in results:
+            if not result.probs.size or not abs(float(result.probs.sum()) - 1.0) < 1e-3:
+                raise BehaviorLMError(
+                    f"canary prediction gave invalid probabilities: {result.probs}"
+                )
+
+    def _canary_request(self, served: Served) -> Prepared:
+        """Three of the adapter's behaviors as history, its whole vocabulary as candidates."""
         names = [e.name for e in served.manifest.vocabulary[:3]]
         req = PredictRequest.model_validate(
             {
@@ -160,14 +133,8 @@ class Runtime:
                 "top_k": 1,
             }
         )
-        prepared = self.prepare(req, where="canary")
-        copies = self.settings.batch_max_size
-        results = await asyncio.gather(*(self.score(prepared) for _ in range(copies)))
-        for result in results:
-            if not result.probs.size or not abs(float(result.probs.sum()) - 1.0) < 1e-3:
-                raise BehaviorLMError(
-                    f"canary prediction gave invalid probabilities: {result.probs}"
-                )
+        assert self.engine is not None
+        return prepare(req, served, self.engine, where="canary")
 
     async def close(self) -> None:
         """Drain: refuse new work, let in-flight predictions finish (up to the grace), stop."""
@@ -179,8 +146,8 @@ class Runtime:
             await asyncio.wait_for(self._idle.wait(), self.settings.shutdown_grace_s)
         if self._recovery is not None:
             self._recovery.cancel()
-        if self._batcher is not None:
-            await self._batcher.close()
+        if self.client is not None:
+            await self.client.close()
         for task in list(self._retired):
             task.cancel()
         if self.engine is not None:
@@ -207,18 +174,24 @@ class Runtime:
 
     def require_ready(self) -> None:
         if self.state != "ready":
-            raise ApiError(
-                503,
-                f"service not ready ({self.detail or self.state})",
-                headers={"Retry-After": "5"},
-            )
+            raise NotReady(f"service not ready ({self.detail or self.state})", retry_after_s=5)
+
+    def require_engine(self) -> ScoringEngine:
+        """The engine, for work that needs it loaded but not ready (an admin adapter load)."""
+        if self.engine is None or self.state in ("loading", "failed", "stopped"):
+            raise NotReady(f"engine not available ({self.detail or self.state})")
+        return self.engine
 
     # ---- predictions -----------------------------------------------------------------------
 
-    def prepare(self, req: PredictRequest, where: str = "") -> Prepared:
-        """Check a request against the served adapters and render its prompt."""
-        assert self.engine is not None
-        return prepare(req, self.served, self.default_adapter, self.settings, self.engine, where)
+    def adapter(self, name: str | None, field: str = "adapter") -> Served:
+        """The served adapter a request names (None: the default)."""
+        served = self.served.get(name or self.default_adapter or "")
+        if served is None:
+            raise AdapterNotFound(
+                f"unknown adapter {name!r}; loaded: {sorted(self.served)}", field=field
+            )
+        return served
 
     def deadline_for(self, requested_ms: int | None) -> float:
         """The deadline of a request in seconds: the client's (X-Deadline-Ms), capped by the
@@ -229,13 +202,11 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def admit(self, n: int, deadline_s: float) -> AsyncIterator[None]:
         """Reserve room for ``n`` predictions that must finish within ``deadline_s``, or refuse
-        them at once with 429 + Retry-After (``behaviorlm.service.admission`` has the rule)."""
+        them at once (``behaviorlm.service.admission`` has the rule)."""
         refusal = self.admission.check(self._inflight, n, deadline_s)
         if refusal is not None:
             self.metrics.rejected.labels(refusal.reason).inc(n)
-            raise ApiError(
-                429, refusal.message, headers={"Retry-After": str(refusal.retry_after_s)}
-            )
+            raise Overloaded(refusal.message, retry_after_s=refusal.retry_after_s)
         self._inflight += n
         self._idle.clear()
         self.metrics.queue_depth.set(self._inflight)
@@ -249,24 +220,22 @@ class Runtime:
 
     async def score(self, prepared: Prepared) -> ScoreResult:
         """Score one prepared request (cancelling it drops or aborts the engine work). An
-        engine failure becomes 503 and starts recovery; a request the engine finds invalid
-        becomes 422."""
-        assert self.engine is not None
+        engine failure is ``EngineFailed`` and starts recovery; a request the engine finds
+        invalid is ``InvalidRequest``."""
+        assert self.client is not None
         key = prepared.served.key
         self._refs[key] += 1
         try:
-            result = await self._engine_score(prepared.score)
+            result = await self.client.score(prepared.score)
         except asyncio.CancelledError:
             raise
         except InputError as exc:
-            raise ApiError(422, str(exc)) from exc
+            raise InvalidRequest(str(exc)) from exc
         except Exception as exc:
             self.engine_failed(exc)
-            raise ApiError(
-                503,
+            raise EngineFailed(
                 f"engine error: {type(exc).__name__}: {exc}; the service is recovering",
-                type="engine_error",
-                headers={"Retry-After": str(math.ceil(self.settings.recovery_interval_s))},
+                retry_after_s=math.ceil(self.settings.recovery_interval_s),
             ) from exc
         finally:
             self._refs[key] -= 1
@@ -277,28 +246,6 @@ class Runtime:
             self.metrics.unknown_history.labels(adapter).inc(prepared.unknown_history)
         if prepared.untrained:
             self.metrics.untrained_candidates.labels(adapter).inc(len(prepared.untrained))
-        return result
-
-    async def _engine_score(self, request: ScoreRequest) -> ScoreResult:
-        assert self.engine is not None
-        if self._batcher is not None:
-            return await self._batcher.submit(request)
-        started = time.perf_counter()
-        try:
-            result = await self.engine.ascore(request)
-        except asyncio.CancelledError:
-            self.metrics.abandoned.inc()
-            raise
-        done = time.perf_counter()
-        self.metrics.engine_latency.observe(done - started)
-        self.metrics.batch_size.observe(1)
-        # vLLM schedules concurrent requests itself, so a request's latency is not its cost:
-        # the time since the previous completion (or since this request started, if the engine
-        # was idle) is. Over a busy period these gaps add up to the busy time, so their
-        # average is seconds per prediction at the engine's real concurrency.
-        gap = done - max(self._last_done, started)
-        self._last_done = done
-        self.admission.observe(1, gap, full=True)
         return result
 
     # ---- engine faults ---------------------------------------------------------------------

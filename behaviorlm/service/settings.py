@@ -45,6 +45,7 @@ class ServiceSettings(BaseSettings):
         description="adapters to load, comma-separated; each 'name=path' or a path relative to "
         "models_dir (its name is that path). Empty: every models_dir/*/manifest.json and "
         "models_dir/*/*/manifest.json",
+        json_schema_extra={"flag": "--adapter", "metavar": "NAME=PATH|PATH"},
     )
     default_adapter: str | None = Field(
         None,
@@ -57,11 +58,13 @@ class ServiceSettings(BaseSettings):
         None,
         description="if set, prediction routes require 'Authorization: Bearer <key>' or "
         "'X-API-Key: <key>'",
+        json_schema_extra={"env_only": True},  # no flag: a secret stays out of `ps` listings
     )
     admin_token: str | None = Field(
         None,
         description="if set, enables /v1/admin/* with 'X-Admin-Token: <token>'; unset: admin "
         "routes answer 403",
+        json_schema_extra={"env_only": True},
     )
     max_body_bytes: int = Field(1_000_000, gt=0, description="request body limit (413 above)")
     max_history_events: int = Field(

@@ -19,13 +19,13 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from behaviorlm.dtypes import DtypeChoice
 from behaviorlm.errors import InputError
 from behaviorlm.options import option
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 Strategy = Literal["behaviorlm", "sft", "balanced"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
-Dtype = Literal["auto", "bfloat16", "float32"]
 
 
 def _fail(key: str, value: Any, why: str) -> InputError:
@@ -205,7 +205,7 @@ class TrainConfig:
     seed: int = option(
         0, help="seeds sampling, LoRA init and dropout; same seed + config = same weights"
     )
-    dtype: Dtype = option(
+    dtype: DtypeChoice = option(
         "auto",
         help="base model weights and activations (LoRA weights stay fp32); auto: bf16 on a GPU "
         "or a CPU with native bf16 (avx512_bf16, AMX, arm64 BF16), else fp32, where bf16 is "
@@ -250,8 +250,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.dtype not in get_args(Dtype):
-            raise _fail("dtype", self.dtype, f"must be one of {list(get_args(Dtype))}")
+        if self.dtype not in get_args(DtypeChoice):
+            raise _fail("dtype", self.dtype, f"must be one of {list(get_args(DtypeChoice))}")
         for name in ("threads", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise _fail(name, getattr(self, name), "must be >= 0")

@@ -58,7 +58,7 @@ def normalise(weights: np.ndarray) -> np.ndarray:
 
 
 def anchor_weights(labels: np.ndarray, vocabulary: Vocabulary) -> np.ndarray:
-    anchors = np.array([vocabulary.is_anchor(n) for n in vocabulary.names])
+    anchors = vocabulary.anchor_mask
     return anchors[labels].astype(np.float64)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from behaviorlm.dtypes import torch_dtype
 from behaviorlm.errors import TrainingError
 from behaviorlm.training.batching import Batch, collate
 from behaviorlm.training.checkpoint import load_checkpoint, save_checkpoint
@@ -70,12 +71,6 @@ def pick_device(dist: DistInfo) -> Any:
         torch.cuda.set_device(dist.local_rank)
         return torch.device("cuda", dist.local_rank)
     return torch.device("cpu")
-
-
-def torch_dtype(name: str) -> Any:
-    import torch
-
-    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
 
 
 def build_lora_model(

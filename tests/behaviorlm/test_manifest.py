@@ -3,7 +3,7 @@ import json
 import pytest
 
 from behaviorlm.errors import InputError, ManifestMismatch
-from behaviorlm.manifest import AdapterManifest, BaseModelRef, Calibration
+from behaviorlm.manifest import MANIFEST_FILE, AdapterManifest, BaseModelRef, Calibration
 from behaviorlm.prompt import PieceEncoder
 from behaviorlm.vocabulary import Vocabulary
 
@@ -63,11 +63,11 @@ def test_load_errors_name_file_and_field(tmp_path, smollm2_tokenizer) -> None:
         AdapterManifest.load(tmp_path)
     raw = json.loads(_manifest(smollm2_tokenizer).model_dump_json())
     raw["calibration"]["temperature"] = -1
-    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(raw))
     with pytest.raises(InputError, match=r"manifest.json: field 'calibration.temperature'"):
         AdapterManifest.load(tmp_path)
     raw["schema_version"] = 99
-    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(raw))
     with pytest.raises(ManifestMismatch, match="schema_version is 99"):
         AdapterManifest.load(tmp_path)
 
@@ -75,7 +75,7 @@ def test_load_errors_name_file_and_field(tmp_path, smollm2_tokenizer) -> None:
 def test_refuses_answer_tree_adapters_and_other_scoring(tmp_path, smollm2_tokenizer) -> None:
     raw = json.loads(_manifest(smollm2_tokenizer).model_dump_json())
     old = {**raw, "schema_version": 1, "prompt_version": "v1"}
-    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(old))
     with pytest.raises(ManifestMismatch, match=r"scoring format 2 \(answer tree.*retrain"):
         AdapterManifest.load(tmp_path)
     m = _manifest(smollm2_tokenizer).model_copy(update={"scoring_format": 2})

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from behaviorlm.manifest import MANIFEST_FILE
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "compare-strategies.sh"
 
@@ -41,7 +43,7 @@ def test_trains_three_strategies_and_reports_them(tiny_model: Any, tmp_path: Pat
     systems = json.dumps(report)
     for name in ("behaviorlm/stage1", "behaviorlm/stage2", "sft/sft", "balanced/balanced"):
         assert name in systems
-        manifest = json.loads((out / name / "manifest.json").read_text())
+        manifest = json.loads((out / name / MANIFEST_FILE).read_text())
         assert manifest["calibration"]["fitted_on"]  # --store-calibration wrote it
     assert (out / "eval" / "report.md").read_text().count("zero-shot") >= 1
     # a second run resumes every finished run instead of refusing the existing directories

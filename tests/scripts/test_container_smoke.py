@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from behaviorlm.manifest import MANIFEST_FILE
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,7 +31,7 @@ def test_container_smoke_script_passes() -> None:
     engine = _working_engine()
     if engine is None:
         pytest.skip("no working container engine (a docker daemon, or podman) here")
-    if not (ROOT / "models" / "ct-pj-demo" / "stage2" / "manifest.json").exists():
+    if not (ROOT / "models" / "ct-pj-demo" / "stage2" / MANIFEST_FILE).exists():
         pytest.skip("models/ct-pj-demo/stage2 (the embedded demo adapter) is missing")
     env = {**os.environ, "ENGINE": engine, "NO_INSTALL": "1", "PORT": "8041"}
     proc = subprocess.run(

@@ -14,6 +14,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from behaviorlm.manifest import MANIFEST_FILE
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cpu_engine_benchmark.py"
 
 
@@ -54,7 +56,7 @@ def test_agreement_counts_top1_top5_and_max_difference() -> None:
 def test_unknown_candidate_is_refused_by_name(tmp_path: Path) -> None:
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    (adapter / "manifest.json").write_text("{}")
+    (adapter / MANIFEST_FILE).write_text("{}")
     data = tmp_path / "checkins.csv.gz"
     data.write_bytes(b"")
     run = subprocess.run(

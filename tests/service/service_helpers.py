@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from behaviorlm.manifest import MANIFEST_FILE
+
 ADMIN_TOKEN = "test-admin-token"
 
 
@@ -125,7 +127,7 @@ def models_dir_with_foreign_adapter(models_dir: Path, tmp_path: Path) -> Path:
 
     bad = tmp_path / "models"
     shutil.copytree(models_dir / "a0", bad / "other-base")
-    manifest_path = bad / "other-base" / "manifest.json"
+    manifest_path = bad / "other-base" / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text())
     manifest["base_model"]["sha256"] = "0" * 64
     manifest_path.write_text(json.dumps(manifest))

@@ -83,7 +83,7 @@ def test_new_behaviors_score_by_name_with_a_trained_head(server: ServerThread) -
 
 def test_adapters_with_head_names_the_head_adapters(server: ServerThread) -> None:
     # What build_engine reads before choosing an engine for `auto` on a GPU machine.
-    from behaviorlm.service.runtime import adapters_with_head
+    from behaviorlm.service.engine_client import adapters_with_head
 
     assert adapters_with_head(server.settings) == ["a0-head"]
     only_plain = server.settings.model_copy(update={"adapters": ["a0"]})

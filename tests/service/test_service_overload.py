@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from behaviorlm.manifest import MANIFEST_FILE
 from behaviorlm.service.admission import Admission
 from tests.service.service_helpers import (
     ADMIN_TOKEN,
@@ -52,7 +53,7 @@ class ControlledEngine:
 def _controlled_server(
     models_dir: Path, tiny_model: Any, delay_s: float, **overrides: Any
 ) -> tuple[ServerThread, ControlledEngine]:
-    from behaviorlm.service.runtime import build_engine
+    from behaviorlm.service.engine_client import build_engine
 
     box: list[ControlledEngine] = []
 
@@ -213,9 +214,9 @@ def test_corrupt_adapter_is_refused_and_the_old_version_keeps_serving(
     # an adapter trained on another base model: refused with the reason, old one serves on
     foreign = models_dir / "staging" / "foreign-a0"
     shutil.copytree(models_dir / "a0", foreign, dirs_exist_ok=True)
-    manifest = json.loads((foreign / "manifest.json").read_text())
+    manifest = json.loads((foreign / MANIFEST_FILE).read_text())
     manifest["base_model"]["sha256"] = "0" * 64
-    (foreign / "manifest.json").write_text(json.dumps(manifest))
+    (foreign / MANIFEST_FILE).write_text(json.dumps(manifest))
     body = {"name": "a0", "path": "staging/foreign-a0"}
     r = httpx.post(srv.url + "/v1/admin/adapters", json=body, headers=admin, timeout=60)
     assert r.status_code == 422 and "trained on base model" in r.json()["error"]["message"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from behaviorlm.errors import InputError
+from behaviorlm.manifest import MANIFEST_FILE
 from behaviorlm.service.adapters import discover_adapters, pick_default, resolve_inside
 from behaviorlm.service.settings import ServiceSettings, load_settings
 
@@ -48,7 +49,7 @@ def test_unknown_setting_is_refused() -> None:
 
 def _adapter(root: Path, rel: str) -> None:
     (root / rel).mkdir(parents=True)
-    (root / rel / "manifest.json").write_text(json.dumps({"schema_version": 1}))
+    (root / rel / MANIFEST_FILE).write_text(json.dumps({"schema_version": 1}))
 
 
 def test_discovery_finds_one_and_two_level_adapters(tmp_path: Path) -> None:
@@ -85,7 +86,8 @@ def test_explicit_adapters_and_paths(tmp_path: Path) -> None:
 
 def test_serve_options_map_to_settings(capsys: pytest.CaptureFixture[str]) -> None:
     from behaviorlm.cli import build_parser
-    from behaviorlm.service.cli import _OPTIONS
+    from behaviorlm.service.cli import settings_flags
+    from behaviorlm.service.settings import ServiceSettings
 
     parser = build_parser()
     args = parser.parse_args(
@@ -104,7 +106,8 @@ def test_serve_options_map_to_settings(capsys: pytest.CaptureFixture[str]) -> No
             "2.5",
         ]
     )
-    s = load_settings(**{f: getattr(args, f) for _, f, _ in _OPTIONS})
+    flags = settings_flags()
+    s = load_settings(**{field: getattr(args, field) for field in flags})
     assert (s.engine, s.port, s.adapters, s.merge_adapter, s.batch_max_wait_ms) == (
         "transformers",
         0,
@@ -115,5 +118,8 @@ def test_serve_options_map_to_settings(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--help"])
     help_text = capsys.readouterr().out
-    for flag, field, _ in _OPTIONS:
+    # every setting has its flag, generated from the field, except the secrets (env only)
+    assert set(flags) == set(ServiceSettings.model_fields) - {"api_key", "admin_token"}
+    for field, (flag, _) in flags.items():
         assert flag in help_text and f"BEHAVIORLM_{field.upper()}" in help_text
+    assert "--api-key" not in help_text and "--admin-token" not in help_text

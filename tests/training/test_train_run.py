@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from behaviorlm.manifest import AdapterManifest
+from behaviorlm.manifest import MANIFEST_FILE, AdapterManifest
 from behaviorlm.prompt import PieceEncoder, render_sample
 
 torch = pytest.importorskip("torch")
@@ -334,7 +334,7 @@ def test_a_run_saved_before_an_option_existed_is_reused(
     reuse_stage1(
         source, out, _config("stage2.logit_adjust_tau=1.0"), TrainingData.from_prepared(prepared)
     )
-    assert (out / "stage1" / "manifest.json").is_file()
+    assert (out / "stage1" / MANIFEST_FILE).is_file()
 
 
 def test_existing_run_needs_resume(two_stage: Any, prepared: Path, tiny_model: Any) -> None:
@@ -382,7 +382,7 @@ def test_killed_run_resumes_to_the_same_weights(
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    assert checkpoint.exists() and not (out / "stage2" / "manifest.json").exists()
+    assert checkpoint.exists() and not (out / "stage2" / MANIFEST_FILE).exists()
 
     result = train(
         "behaviorlm", TrainingData.from_prepared(prepared), tiny_model, _config(), out, resume=True
@@ -415,4 +415,4 @@ def test_torchrun_two_processes_match_one(
     want, got = _weights(two_stage.adapters["stage1"]), _weights(out / "stage1")
     for key in want:
         torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=0)
-    assert (out / "stage2" / "manifest.json").exists()
+    assert (out / "stage2" / MANIFEST_FILE).exists()

@@ -22,8 +22,7 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(req
 async def load_adapter(body: LoadAdapterRequest, runtime: RuntimeDep) -> LoadAdapterResponse:
     """Load an adapter directory and serve it as ``name``; requests keep flowing throughout:
     those in flight finish on the old version, later ones use the new one."""
-    if runtime.engine is None or runtime.state in ("loading", "failed", "stopped"):
-        raise ApiError(503, f"engine not available ({runtime.detail or runtime.state})")
+    runtime.require_engine()
     try:
         served, old, seconds = await runtime.load_adapter_from(body.name, body.path)
     except (BehaviorLMError, OSError, ValueError) as exc:

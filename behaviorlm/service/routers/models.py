@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from behaviorlm.service.auth import require_api_key
-from behaviorlm.service.predictor import Served
+from behaviorlm.service.conversion import Served
 from behaviorlm.service.routers import ERRORS, RuntimeDep
 from behaviorlm.service.schemas import ModelInfo, ModelsResponse, VocabularyItem
 

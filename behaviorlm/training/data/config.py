@@ -120,8 +120,114 @@ class PrepareConfig:
         return PrepareConfig.from_mapping(merged)
 
 
+Format = Literal["generic", "context-trails", "smartthings"]
+
+
+def _columns(text: str) -> tuple[str, ...]:
+    return tuple(c.strip() for c in text.split(",") if c.strip())
+
+
 @dataclass(frozen=True)
-class EngineConfig:
+class ReadOptions:
+    """How ``behaviorlm data prepare`` reads its input: each field is one ``--flag`` (dashes),
+    documented here once. The generic columns go to ``readers.read_generic`` as this object;
+    the dataset formats read the fields that apply to them."""
+
+    format: Format = option(
+        "generic",
+        parse=str,
+        choices=("generic", "context-trails", "smartthings"),
+        help="generic: any CSV/TSV/JSONL/Parquet log with the column options; "
+        "context-trails: a Context Trails city directory (checkins.csv.gz) or file; "
+        "smartthings: a SmartThings directory (windows.csv.gz) or file",
+    )
+    user_col: str = option("user_id", help="generic: user id column")
+    time_col: str | None = option(
+        "timestamp",
+        parse=str,
+        help="generic: timestamp column: ISO-8601 with or without UTC offset (each event "
+        "keeps its own wall-clock), a datetime column, or Unix seconds; 'none' = no "
+        "timestamps (file order)",
+    )
+    behavior_col: str = option("behavior", help="generic: behavior (label) column")
+    context_cols: tuple[str, ...] = option(
+        (),
+        parse=_columns,
+        metavar="COL,COL",
+        help="generic: comma-separated context columns shown with each event (e.g. place,weather)",
+    )
+    parent_col: str | None = option(
+        None, help="generic: parent category column, used by --fallback parent"
+    )
+    split_col: str | None = option(
+        None,
+        help="generic: column with the log's own split (train/validation/test or "
+        "trn/vld/test), for --split dataset",
+    )
+    time_format: str | None = option(None, help="generic: strftime format for non-ISO timestamps")
+    sep: str | None = option(None, help="generic: CSV delimiter (none: ',' or tab for .tsv)")
+    times_are_utc: bool = option(
+        False,
+        help="generic and context-trails: the clock times are UTC although they carry an "
+        "offset; move each to its offset's local time (Context Trails Petaling Jaya looks "
+        "like this: check-ins peak at 05h as published)",
+    )
+    weather: str | None = option(
+        None,
+        nargs="?",
+        const="auto",
+        parse=str,
+        metavar="ZIP",
+        help="context-trails: add weather context (conditions, temperature) from "
+        "trails_weather.zip; without a value ('auto'), the one beside checkins.csv.gz",
+    )
+    keep_automatic: bool = option(
+        False,
+        help="smartthings: keep '*:refresh refresh' polls and 'None:location' events "
+        "(filtered by default: no user acts there)",
+    )
+    no_chain: bool = option(
+        False,
+        help="smartthings: keep each window a separate sequence with only its last action a "
+        "target (the authors' protocol, --split dataset); by default windows are chained "
+        "back into per-user sequences, every action a target once",
+    )
+
+    def __post_init__(self) -> None:
+        if self.time_col is not None and self.time_col.strip().lower() == "none":
+            object.__setattr__(self, "time_col", None)  # the flag's way to say "no timestamps"
+
+    def check_format(self) -> None:
+        """Options of one format given with another are an error, not silently ignored."""
+        if self.format != "generic":
+            generic = ReadOptions(format=self.format, times_are_utc=self.times_are_utc)
+            given = [
+                "--" + f.replace("_", "-")
+                for f in (
+                    "user_col",
+                    "time_col",
+                    "behavior_col",
+                    "context_cols",
+                    "parent_col",
+                    "split_col",
+                    "time_format",
+                    "sep",
+                )
+                if getattr(self, f) != getattr(generic, f)
+            ]
+            if given:
+                raise InputError(f"{', '.join(given)}: apply to --format generic only")
+        if self.weather is not None and self.format != "context-trails":
+            raise InputError("--weather applies to --format context-trails only")
+        if (self.keep_automatic or self.no_chain) and self.format != "smartthings":
+            flag = "--keep-automatic" if self.keep_automatic else "--no-chain"
+            raise InputError(f"{flag} applies to --format smartthings only")
+        if self.times_are_utc and self.format == "smartthings":
+            raise InputError("--times-are-utc: SmartThings windows have no timestamps")
+
+
+@dataclass(frozen=True)
+class SqlSettings:
     """How `data prepare` runs (not what it makes: a dataset does not depend on these);
     each field is a ``--flag``, recorded in prepare.json."""
 
@@ -208,10 +314,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 __all__ = [
     "SPLITS",
-    "EngineConfig",
     "Fallback",
     "PrepareConfig",
     "SplitMode",
+    "SqlSettings",
     "load_config_file",
     "presets",
 ]

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from behaviorlm.errors import InputError
-from behaviorlm.training.data.config import EngineConfig, PrepareConfig
+from behaviorlm.training.data.config import PrepareConfig, SqlSettings
 from behaviorlm.training.data.dataset import (
     EVENTS_FILE,
     SAMPLES_FILE,
@@ -37,7 +37,7 @@ from behaviorlm.training.data.dataset import (
     write_metadata,
 )
 from behaviorlm.training.data.events import SkipLog, canonicalize
-from behaviorlm.training.data.sql import DuckDBEngine, SqlEngine
+from behaviorlm.training.data.sql import DuckDBRunner, SqlRunner
 from behaviorlm.training.data.steps import StepResult, Steps
 from behaviorlm.vocabulary import Vocabulary
 
@@ -95,26 +95,28 @@ def prepare_events(
     extra_info: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
-    engine: EngineConfig | None = None,
+    sql_settings: SqlSettings | None = None,
     rows_read: Callable[[int], None] | None = None,
-    sql: SqlEngine | None = None,
+    sql: SqlRunner | None = None,
 ) -> PreparedDataset:
     """Canonical events (one frame, or chunks in input order; see
     :mod:`behaviorlm.training.data.events`) -> prepared dataset at ``out_dir``.
 
     ``input_rows`` (for the statistics) defaults to the events plus the rows skipped while
     reading them. ``progress`` gets each step's name, ``rows_read`` the events loaded so far.
-    ``sql``: run the steps on this engine (e.g.
-    :class:`behaviorlm.training.data.spark.SparkEngine`; the
-    caller closes it) instead of a DuckDB scratch database made from ``engine``.
+    ``sql``: run the steps on this runner (e.g.
+    :class:`behaviorlm.training.data.spark.SparkRunner`; the caller closes it) instead of a
+    DuckDB scratch database made from ``sql_settings``.
     """
     step = progress or (lambda msg: log.info(msg))
-    engine = engine or EngineConfig()
+    settings = sql_settings or SqlSettings()
     out = Path(out_dir)
     own = (
-        DuckDBEngine(engine.memory_limit, engine.threads, engine.temp_dir) if sql is None else None
+        DuckDBRunner(settings.memory_limit, settings.threads, settings.temp_dir)
+        if sql is None
+        else None
     )
-    db: SqlEngine = sql or own  # type: ignore[assignment]  # one of them is set
+    db: SqlRunner = sql or own  # type: ignore[assignment]  # one of them is set
     try:
         step("reading and checking rows into the scratch database")
         chunks = [events] if isinstance(events, pd.DataFrame) else events
@@ -135,7 +137,7 @@ def prepare_events(
             "source": source,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": config.to_json(),
-            "engine": {"name": db.dialect.name, **engine.to_json()},
+            "sql": {"name": db.dialect.name, **settings.to_json()},
             **(extra_info or {}),
         }
         tmp = begin_write(out, overwrite)

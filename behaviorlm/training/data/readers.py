@@ -13,7 +13,7 @@ Each returns a :class:`LoadedLog`; the skip log counts every row left out, by re
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from behaviorlm.errors import InputError
 from behaviorlm.training.data.chains import chain_windows
+from behaviorlm.training.data.config import ReadOptions
 from behaviorlm.training.data.events import ORDER, TARGET_OK, SkipLog, canonicalize, require_columns
 
 CHUNK_ROWS = 1_000_000
@@ -233,22 +234,16 @@ def _first_bad_json_line(path: Path) -> str | None:
 
 def read_generic(
     path: Path,
+    options: ReadOptions | None = None,
     *,
-    user_col: str = "user_id",
-    time_col: str | None = "timestamp",
-    behavior_col: str = "behavior",
-    context_cols: Sequence[str] = (),
-    parent_col: str | None = None,
-    split_col: str | None = None,
-    time_format: str | None = None,
-    sep: str | None = None,
-    times_are_utc: bool = False,
     strict: bool = False,
     chunk_rows: int = CHUNK_ROWS,
 ) -> LoadedLog:
-    """Any log file, read in chunks as the events are taken; ``split_col`` holds the log's own
-    split (train/validation/test, or trn/vld/test, ...) for ``--split dataset``."""
-    frames, unit, first = iter_table(path, sep, chunk_rows)
+    """Any log file, read in chunks as the events are taken, with the columns ``options``
+    names (``ReadOptions``: its generic fields; ``split_col`` holds the log's own split,
+    train/validation/test or trn/vld/test, for ``--split dataset``)."""
+    o = options or ReadOptions()
+    frames, unit, first = iter_table(path, o.sep, chunk_rows)
     skips = SkipLog(strict=strict)
     loaded = LoadedLog(iter(()), skips, str(path), None, path.name.split(".")[0])
 
@@ -259,16 +254,16 @@ def read_generic(
         events = canonicalize(
             frame,
             source=str(path),
-            user_col=user_col,
-            behavior_col=behavior_col,
-            time_col=time_col,
-            context_cols=context_cols,
-            parent_col=parent_col,
-            split_col=split_col,
+            user_col=o.user_col,
+            behavior_col=o.behavior_col,
+            time_col=o.time_col,
+            context_cols=o.context_cols,
+            parent_col=o.parent_col,
+            split_col=o.split_col,
             lines=np.arange(first + seen, first + seen + len(frame)),
             unit=unit,
-            time_format=time_format,
-            times_are_utc=times_are_utc,
+            time_format=o.time_format,
+            times_are_utc=o.times_are_utc,
             skips=skips,
         )
         events[ORDER] += seen  # input order across chunks

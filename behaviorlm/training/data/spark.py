@@ -1,19 +1,20 @@
 """The steps of `data prepare` on Spark, for logs that outgrow one node.
 
-:class:`SparkEngine` runs the very SQL of :mod:`behaviorlm.training.data.steps` (dedupe, per-user
+:class:`SparkRunner` runs the very SQL of :mod:`behaviorlm.training.data.steps` (dedupe, per-user
 order, split, counts, label joins) through ``spark.sql``, so a cluster does the heavy steps and only
 small aggregates (behavior counts, the vocabulary) come back to the driver::
 
     from pyspark.sql import SparkSession
+    from behaviorlm.training.data.config import ReadOptions
     from behaviorlm.training.data.pipeline import prepare_events
     from behaviorlm.training.data.readers import read_generic
-    from behaviorlm.training.data.spark import SparkEngine
+    from behaviorlm.training.data.spark import SparkRunner
 
     spark = SparkSession.builder.getOrCreate()
-    loaded = read_generic(Path("log.csv"), context_cols=["place"])
-    with SparkEngine(spark, scratch=Path("/shared/scratch")) as engine:
+    loaded = read_generic(Path("log.csv"), ReadOptions(context_cols=("place",)))
+    with SparkRunner(spark, scratch=Path("/shared/scratch")) as runner:
         prepare_events(loaded.chunks, "prepared", config, name="log", source=loaded.source,
-                       skips=loaded.skips, sql=engine)
+                       skips=loaded.skips, sql=runner)
 
 Here the canonical events are checked on the driver and written as Parquet parts to
 ``scratch`` (a path every executor reads: HDFS, S3, a shared disk); on a real cluster the
@@ -41,8 +42,8 @@ import pyarrow.parquet as pq
 from behaviorlm.training.data.sql import SPARK, arrow_events
 
 
-class SparkEngine:
-    """:class:`behaviorlm.training.data.sql.SqlEngine` on a SparkSession."""
+class SparkRunner:
+    """:class:`behaviorlm.training.data.sql.SqlRunner` on a SparkSession."""
 
     dialect = SPARK
 
@@ -54,7 +55,7 @@ class SparkEngine:
         spark.conf.set("spark.sql.session.timeZone", "UTC")
         self.views: list[str] = []
 
-    def __enter__(self) -> SparkEngine:
+    def __enter__(self) -> SparkRunner:
         return self
 
     def __exit__(

@@ -32,7 +32,7 @@ class Dialect:
     epoch_us_fn: str
     median_fmt: str
 
-    def q(self, column: str) -> str:
+    def quote(self, column: str) -> str:
         """A quoted identifier (context columns are named ``ctx.<name>``)."""
         c = self.quote_char
         return c + column.replace(c, c + c) + c
@@ -57,7 +57,7 @@ DUCKDB = Dialect("duckdb", '"', "epoch_us", "quantile_cont({}, 0.5)")
 SPARK = Dialect("spark", "`", "unix_micros", "percentile({}, 0.5)")
 
 
-class SqlEngine(Protocol):
+class SqlRunner(Protocol):
     """What the steps need from an engine: materialise, fetch small results, load small
     tables from Python, write a sorted Parquet file."""
 
@@ -80,7 +80,7 @@ class SqlEngine(Protocol):
     def write_parquet(self, select: str, path: Path) -> None: ...
 
 
-class DuckDBEngine:
+class DuckDBRunner:
     """A DuckDB database file in a scratch directory (so tables spill to disk, not RAM),
     limited to ``memory_limit`` and ``threads``; removed on :meth:`close`."""
 
@@ -115,27 +115,29 @@ class DuckDBEngine:
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
             ).fetchone()
             if exists and exists[0]:
-                self.con.execute(f"INSERT INTO {DUCKDB.q(name)} BY NAME SELECT * FROM _incoming")
+                self.con.execute(
+                    f"INSERT INTO {DUCKDB.quote(name)} BY NAME SELECT * FROM _incoming"
+                )
             else:
-                self.con.execute(f"CREATE TABLE {DUCKDB.q(name)} AS SELECT * FROM _incoming")
+                self.con.execute(f"CREATE TABLE {DUCKDB.quote(name)} AS SELECT * FROM _incoming")
         finally:
             self.con.unregister("_incoming")
 
     def create(self, name: str, select: str) -> None:
-        self.con.execute(f"CREATE OR REPLACE TABLE {DUCKDB.q(name)} AS {select}")
+        self.con.execute(f"CREATE OR REPLACE TABLE {DUCKDB.quote(name)} AS {select}")
 
     def rows(self, select: str) -> list[tuple[Any, ...]]:
         return self.con.execute(select).fetchall()
 
     def put(self, name: str, table: pa.Table) -> None:
-        self.con.execute(f"DROP TABLE IF EXISTS {DUCKDB.q(name)}")
+        self.con.execute(f"DROP TABLE IF EXISTS {DUCKDB.quote(name)}")
         self.append(name, table)
 
     def columns(self, name: str) -> list[str]:
-        return [str(r[0]) for r in self.con.execute(f"DESCRIBE {DUCKDB.q(name)}").fetchall()]
+        return [str(r[0]) for r in self.con.execute(f"DESCRIBE {DUCKDB.quote(name)}").fetchall()]
 
     def drop(self, name: str) -> None:
-        self.con.execute(f"DROP TABLE IF EXISTS {DUCKDB.q(name)}")
+        self.con.execute(f"DROP TABLE IF EXISTS {DUCKDB.quote(name)}")
 
     def write_parquet(self, select: str, path: Path) -> None:
         # ORDER BY in the select keeps the file's row order (preserve_insertion_order).
@@ -161,4 +163,4 @@ def arrow_events(frame: pd.DataFrame) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
-__all__ = ["DUCKDB", "SPARK", "Dialect", "DuckDBEngine", "SqlEngine", "arrow_events"]
+__all__ = ["DUCKDB", "SPARK", "Dialect", "DuckDBRunner", "SqlRunner", "arrow_events"]

@@ -52,19 +52,16 @@ class StepResult:
 
 
 class Steps:
-    """The steps on one engine; :meth:`run` is the whole sequence."""
+    """The steps on one SQL runner; :meth:`run` is the whole sequence."""
 
-    def __init__(self, engine: Any, config: PrepareConfig, skips: SkipLog, source: str) -> None:
-        self.e = engine
-        self.d = engine.dialect
+    def __init__(self, sql: Any, config: PrepareConfig, skips: SkipLog, source: str) -> None:
+        self.sql = sql
+        self.dialect = sql.dialect
         self.config = config
         self.skips = skips
         self.source = source
-        self.columns = engine.columns("raw")
+        self.columns = sql.columns("raw")
         self.ctx = [c for c in self.columns if c.startswith("ctx.")]
-
-    def q(self, column: str) -> str:
-        return self.d.q(column)
 
     def run(self) -> StepResult:
         self.order_per_user()
@@ -82,8 +79,8 @@ class Steps:
     def order_per_user(self) -> None:
         """Duplicates marked and each user's events numbered in time order, in one pass
         (the other rows' positions do not count the duplicates)."""
-        q, t = self.q, self.q("timestamp")
-        has_times = self.e.rows(f"SELECT count({t}) FROM raw")[0][0] > 0
+        q, t = self.dialect.quote, self.dialect.quote("timestamp")
+        has_times = self.sql.rows(f"SELECT count({t}) FROM raw")[0][0] > 0
         if self.config.keep_duplicates or not has_times:
             # Logs without timestamps can repeat an action legitimately: left alone.
             marked = "SELECT *, FALSE AS _dup FROM raw"
@@ -94,19 +91,18 @@ class Steps:
                 f"SELECT *, ({t} IS NOT NULL AND row_number() OVER (PARTITION BY {key} "
                 f"ORDER BY {q('_order')}) > 1) AS _dup FROM raw"
             )
-        instant = (
-            f"{self.d.epoch_us(t)} - coalesce({q('utc_offset_min')}, 0) * CAST(60000000 AS BIGINT)"
-        )
+        offset_us = f"coalesce({q('utc_offset_min')}, 0) * CAST(60000000 AS BIGINT)"
+        instant = f"{self.dialect.epoch_us(t)} - {offset_us}"
         user = f"PARTITION BY {q('user_id')}, _dup"
-        self.e.create(
+        self.sql.create(
             "ordered",
             f"SELECT *, row_number() OVER ({user} ORDER BY {instant} ASC NULLS FIRST, "
             f"{q('_order')}) - 1 AS _pos, count(*) OVER ({user}) AS _n FROM ({marked}) m",
         )
-        self.e.drop("raw")
+        self.sql.drop("raw")
         n = self.count("ordered", "_dup")
         examples = (
-            self.e.rows(
+            self.sql.rows(
                 f"SELECT {q('_line')}, {q('behavior')} FROM ordered WHERE _dup "
                 f"ORDER BY {q('_order')} LIMIT {MAX_EXAMPLES}"
             )
@@ -119,18 +115,18 @@ class Steps:
 
     def log_stats(self) -> dict[str, Any]:
         """The cleaned log before any user or target is left out (comparable to a README)."""
-        q = self.q
+        q = self.dialect.quote
         per_user = f"SELECT min(_n) AS n FROM ordered GROUP BY {q('user_id')}"  # one row per user
-        users, events, median, mean, most, ten = self.e.rows(
-            f"SELECT count(*), sum(n), {self.d.median('n')}, avg(n), max(n), "
+        users, events, median, mean, most, ten = self.sql.rows(
+            f"SELECT count(*), sum(n), {self.dialect.median('n')}, avg(n), max(n), "
             f"sum(CASE WHEN n >= 10 THEN 1 ELSE 0 END) FROM ({per_user}) u"
         )[0]
-        counts = self.e.rows(
+        counts = self.sql.rows(
             f"SELECT {q('behavior')}, count(*) AS n FROM ordered WHERE NOT _dup "
             f"GROUP BY {q('behavior')} "
             f"ORDER BY n DESC, {q('behavior')}"
         )
-        first, last = self.e.rows(
+        first, last = self.sql.rows(
             f"SELECT min({q('timestamp')}), max({q('timestamp')}) FROM ordered WHERE NOT _dup"
         )[0]
         total = max(int(events or 0), 1)
@@ -157,27 +153,27 @@ class Steps:
 
     # -- 2 --------------------------------------------------------------------------------
     def drop_short_users(self) -> int:
-        q, k = self.q, int(self.config.min_history)
-        rows, users = self.e.rows(
+        q, k = self.dialect.quote, int(self.config.min_history)
+        rows, users = self.sql.rows(
             f"SELECT count(*), count(DISTINCT {q('user_id')}) FROM ordered "
             f"WHERE NOT _dup AND _n <= {k}"
         )[0]
         self.skips.add(f"user with at most {k} event(s) (no target after min-history)", int(rows))
         # Rows in events.parquet: users in id order, each user's events in time order. The
         # offsets come from the users table (one row per user), not a window over all events.
-        self.e.create(
+        self.sql.create(
             "user_rows",
             f"SELECT {q('user_id')}, n, CAST(sum(n) OVER (ORDER BY {q('user_id')} ROWS BETWEEN "
             f"UNBOUNDED PRECEDING AND CURRENT ROW) - n AS BIGINT) AS first_row FROM (SELECT "
             f"{q('user_id')}, min(_n) AS n FROM ordered WHERE NOT _dup AND _n > {k} "
             f"GROUP BY {q('user_id')}) u",
         )
-        self.e.create(
+        self.sql.create(
             "kept",
             f"SELECT o.*, r.first_row + o._pos AS _row FROM ordered o JOIN user_rows r "
             f"ON o.{q('user_id')} = r.{q('user_id')} WHERE NOT o._dup",
         )
-        self.e.drop("ordered")
+        self.sql.drop("ordered")
         n = self.count("kept")
         if n == 0:
             raise InputError(self.empty_message("no user has enough events"))
@@ -185,15 +181,15 @@ class Steps:
 
     # -- 3 --------------------------------------------------------------------------------
     def mark_targets(self) -> dict[str, int]:
-        q, c = self.q, self.config
+        q, c = self.dialect.quote, self.config
         condition = f"_pos >= {int(c.min_history)}"
         if "_target_ok" in self.columns:
             condition += f" AND {q('_target_ok')}"
         not_a_target: dict[str, int] = {}
         if c.not_a_target:
-            names = ", ".join(self.d.text(n) for n in c.not_a_target)
+            names = ", ".join(self.dialect.text(n) for n in c.not_a_target)
             found = dict(
-                self.e.rows(
+                self.sql.rows(
                     f"SELECT {q('behavior')}, count(*) FROM kept WHERE {condition} AND "
                     f"{q('behavior')} IN ({names}) GROUP BY {q('behavior')}"
                 )
@@ -201,7 +197,7 @@ class Steps:
             not_a_target = {n: int(found.get(n, 0)) for n in c.not_a_target}
             condition += f" AND {q('behavior')} NOT IN ({names})"
         split = self.split_expression()
-        self.e.create(
+        self.sql.create(
             "targets",
             f"SELECT {q('user_id')}, _row, _pos, {q('behavior')}, {split} AS _split FROM "
             f"(SELECT * FROM kept WHERE {condition}) t",
@@ -213,7 +209,7 @@ class Steps:
     def split_expression(self) -> str:
         """Each target's split; leave-one-out fills from the end of each user's targets
         (test, then validation, then train), so every train target is earlier."""
-        q, c = self.q, self.config
+        q, c = self.dialect.quote, self.config
         user = f"PARTITION BY {q('user_id')}"
         if c.split == "dataset":
             return self.dataset_split()
@@ -234,18 +230,18 @@ class Steps:
         )
 
     def dataset_split(self) -> str:
-        q = self.q
+        q = self.dialect.quote
         if "split_hint" not in self.columns:
             raise InputError(
                 "--split dataset: this input has no split column; use leave-one-out or ratio"
             )
         hint = f"lower({q('split_hint')})"
         cases = " ".join(
-            f"WHEN {hint} = {self.d.text(a)} THEN {self.d.text(s)}"
+            f"WHEN {hint} = {self.dialect.text(a)} THEN {self.dialect.text(s)}"
             for a, s in SPLIT_ALIASES.items()
         )
-        names = ", ".join(self.d.text(a) for a in SPLIT_ALIASES)
-        unknown = self.e.rows(
+        names = ", ".join(self.dialect.text(a) for a in SPLIT_ALIASES)
+        unknown = self.sql.rows(
             f"SELECT DISTINCT {q('split_hint')} FROM kept WHERE {q('split_hint')} IS NOT NULL "
             f"AND {hint} NOT IN ({names}) ORDER BY 1 LIMIT 5"
         )
@@ -258,31 +254,31 @@ class Steps:
 
     # -- 4 --------------------------------------------------------------------------------
     def label_rules(self) -> LabelRules:
-        q, c = self.q, self.config
+        q, c = self.dialect.quote, self.config
         train_counts = {
             str(b): int(n)
-            for b, n in self.e.rows(
+            for b, n in self.sql.rows(
                 f"SELECT {q('behavior')}, count(*) FROM targets WHERE _split = 'train' "
                 f"GROUP BY {q('behavior')}"
             )
         }
         all_behaviors = [
             str(b)
-            for (b,) in self.e.rows(
+            for (b,) in self.sql.rows(
                 f"SELECT {q('behavior')} FROM kept GROUP BY {q('behavior')} ORDER BY min(_row)"
             )
         ]
         parents: dict[str, str | None] = {}
         if c.fallback == "parent":
             # Each behavior's most frequent parent (the data may be inconsistent).
-            for b, p, _ in self.e.rows(
+            for b, p, _ in self.sql.rows(
                 f"SELECT {q('behavior')}, {q('parent')}, count(*) AS n FROM kept WHERE "
                 f"{q('parent')} IS NOT NULL GROUP BY {q('behavior')}, {q('parent')} "
                 f"ORDER BY {q('behavior')}, n DESC, {q('parent')}"
             ):
                 parents.setdefault(str(b), str(p))
         rules = build_label_rules(train_counts, all_behaviors, parents, c)
-        self.e.put(
+        self.sql.put(
             "rules",
             pa.table(
                 {
@@ -295,8 +291,8 @@ class Steps:
         return rules
 
     def select_samples(self, rules: LabelRules, not_a_target: dict[str, int]) -> StepResult:
-        q, c = self.q, self.config
-        self.e.create(
+        q, c = self.dialect.quote, self.config
+        self.sql.create(
             "labelled",
             f"SELECT t.*, r._label, r._rule FROM targets t JOIN rules r "
             f"ON t.{q('behavior')} = r.{q('behavior')}",
@@ -305,13 +301,13 @@ class Steps:
         # no more useful a prediction than the placeholder itself.
         folded = "FALSE"
         if c.not_a_target:
-            names = ", ".join(self.d.text(n) for n in c.not_a_target)
+            names = ", ".join(self.dialect.text(n) for n in c.not_a_target)
             folded = f"_label IN ({names})"
-            for label, n in self.e.rows(
+            for label, n in self.sql.rows(
                 f"SELECT _label, count(*) FROM labelled WHERE {folded} GROUP BY _label"
             ):
                 not_a_target[f"{label} (a rare behavior's parent)"] = int(n)
-        self.e.create(
+        self.sql.create(
             "samples",
             f"SELECT _split, _row, _pos, _label, {q('user_id')} FROM labelled WHERE _split IS "
             f"NOT NULL AND _label IS NOT NULL AND NOT ({folded})",
@@ -337,7 +333,7 @@ class Steps:
             )
         vocabulary = self.vocabulary()
         label_map = {b: (lab if lab in vocabulary else None) for b, lab in rules.label.items()}
-        users, events = self.e.rows("SELECT count(*), sum(n) FROM user_rows")[0]
+        users, events = self.sql.rows("SELECT count(*), sum(n) FROM user_rows")[0]
         return StepResult(
             vocabulary=vocabulary,
             label_map=label_map,
@@ -355,7 +351,7 @@ class Steps:
     def vocabulary(self) -> Vocabulary:
         counts = {
             str(label): int(n)
-            for label, n in self.e.rows(
+            for label, n in self.sql.rows(
                 "SELECT _label, sum(CASE WHEN _split = 'train' THEN 1 ELSE 0 END) FROM samples "
                 "GROUP BY _label"
             )
@@ -365,7 +361,7 @@ class Steps:
     def rule_stats(self, rules: LabelRules) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for rule in sorted(set(rules.rule.values()) - {KEPT}):
-            lit = self.d.text(rule)
+            lit = self.dialect.text(rule)
             out[rule] = {
                 "behaviors": sum(1 for r in rules.rule.values() if r == rule),
                 "targets": self.per_split_count(
@@ -380,14 +376,14 @@ class Steps:
         return out
 
     def per_split(self, select: str) -> dict[str, tuple[int, ...]]:
-        return {str(r[0]): tuple(int(v) for v in r[1:]) for r in self.e.rows(select) if r[0]}
+        return {str(r[0]): tuple(int(v) for v in r[1:]) for r in self.sql.rows(select) if r[0]}
 
     def per_split_count(self, select: str) -> dict[str, int]:
         found = self.per_split(select)
         return {s: found.get(s, (0,))[0] for s in SPLITS}
 
     def count(self, table: str, where: str = "TRUE") -> int:
-        return int(self.e.rows(f"SELECT count(*) FROM {table} WHERE {where}")[0][0])
+        return int(self.sql.rows(f"SELECT count(*) FROM {table} WHERE {where}")[0][0])
 
     def empty_message(self, why: str) -> str:
         detail = "; ".join(self.skips.summary_lines()[:6]) or "nothing was skipped"
@@ -396,8 +392,8 @@ class Steps:
     # -- writing --------------------------------------------------------------------------
     def events_select(self, vocabulary: Vocabulary) -> str:
         """events.parquet in row order; labels outside the vocabulary are null."""
-        q = self.q
-        self.e.put("vocab", pa.table({"_label": pa.array(list(vocabulary.names), pa.string())}))
+        q = self.dialect.quote
+        self.sql.put("vocab", pa.table({"_label": pa.array(list(vocabulary.names), pa.string())}))
         base = [f"k.{q(c)}" for c in ("user_id", "timestamp", "utc_offset_min", "behavior")]
         cols = ", ".join([*base, f"v._label AS {q('label')}", *(f"k.{q(c)}" for c in self.ctx)])
         return (
@@ -409,7 +405,7 @@ class Steps:
     def samples_select(self) -> str:
         k = int(self.config.history_len)
         return (
-            f"SELECT _split AS {self.q('split')}, CAST(_row AS BIGINT) AS target_row, "
+            f"SELECT _split AS {self.dialect.quote('split')}, CAST(_row AS BIGINT) AS target_row, "
             f"CAST(_row - least(_pos, {k}) AS BIGINT) AS history_start, "
-            f"_label AS {self.q('target')} FROM samples ORDER BY _row"
+            f"_label AS {self.dialect.quote('target')} FROM samples ORDER BY _row"
         )

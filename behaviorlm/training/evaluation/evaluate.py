@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from behaviorlm.dtypes import DTYPE_CHOICES
 from behaviorlm.errors import InputError
 from behaviorlm.options import option
 from behaviorlm.scoring.factory import ENGINE_KINDS
@@ -36,6 +37,7 @@ from behaviorlm.training.evaluation.calibration import (
     temperature_ece_floor,
 )
 from behaviorlm.training.evaluation.sequences import load_event_arrays, split_sequences
+from behaviorlm.vocabulary import name_index
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ class EvalConfig:
     base_model: str = option("smollm2", help="base model: 'smollm2', a model directory or a hub id")
     dtype: str = option(
         "auto",
-        choices=("auto", "bfloat16", "float32"),
+        choices=DTYPE_CHOICES,
         help="LLM weights dtype (auto: bf16 on a GPU or a CPU with native bf16, else fp32)",
     )
     batch_size: int = option(32, help="prompts per engine forward")
@@ -278,7 +280,7 @@ def run_llm(
     n_val = ds.num_samples("validation")
     val_idx = choose_subset(n_val, cfg.max_validation_samples, cfg.seed)
     val_samples = ds.samples("validation").take(val_idx)
-    index = {n: i for i, n in enumerate(behaviors)}
+    index = name_index(behaviors)
     val_true = np.array(
         [index[t] for t in np.asarray(ds.targets("validation"))[val_idx]], dtype=np.int64
     )
@@ -373,7 +375,7 @@ def add_hybrids(cfg: EvalConfig, ds: Any, results: list[SystemResult]) -> list[S
             "split (with --calibrate)"
         )
     val_idx = choose_subset(ds.num_samples("validation"), cfg.max_validation_samples, cfg.seed)
-    index = {n: i for i, n in enumerate(ds.vocabulary.names)}
+    index = ds.vocabulary.index
     val_true = np.array(
         [index[t] for t in np.asarray(ds.targets("validation"))[val_idx]], dtype=np.int64
     )
@@ -428,7 +430,7 @@ def add_logit_adjusted(
 
 
 def score_result(res: SystemResult, true: np.ndarray, vocab: Any) -> dict[str, Any]:
-    anchor = np.array([vocab.is_anchor(n) for n in vocab.names])
+    anchor = vocab.anchor_mask
     return {
         "name": res.name,
         "kind": res.kind,
@@ -463,7 +465,7 @@ def evaluate(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         selection = (
             "all" if len(test_idx) == n else f"seeded uniform random subset (seed {cfg.seed})"
         )
-    index = {name: i for i, name in enumerate(vocab.names)}
+    index = vocab.index
     true = np.array([index[t] for t in all_targets[test_idx]], dtype=np.int64)
     names = cfg.expanded()
     results = run_classical(cfg, ds, names, test_idx) + run_llm(cfg, ds, names, test_idx)
@@ -471,7 +473,7 @@ def evaluate(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         results += add_hybrids(cfg, ds, results)
     prior = np.asarray(vocab.counts, dtype=np.float64) + 1.0
     results += add_logit_adjusted(results, prior / prior.sum(), cfg.logit_adjust)
-    anchor_mask = np.array([vocab.is_anchor(n) for n in vocab.names])
+    anchor_mask = vocab.anchor_mask
     for res in results:
         if "calibration" in res.params:  # relative to the probabilities reported for it
             res.params["calibration"]["test_ece_floor"] = temperature_ece_floor(

@@ -188,7 +188,7 @@ def fewshot_eval_set(ds: Any, held: Sequence[str], cfg: FewShotConfig) -> EvalSe
     rng = np.random.default_rng([cfg.seed, 99])
     others = rng.choice(others, size=min(cfg.other_test_samples, len(others)), replace=False)
     eval_idx = np.sort(np.concatenate([held_idx, others]))
-    index = {n: i for i, n in enumerate(vocab.names)}
+    index = vocab.index
     true = np.array([index[t] for t in arr[eval_idx]], dtype=np.int64)
     return EvalSet(ds.samples("test").take(eval_idx), true, [index[n] for n in held])
 
@@ -262,7 +262,7 @@ def fewshot_row(
     # Rows read by the final stage over the rows it could read: how many times (in
     # expectation) each of the k examples was a target.
     passes = manifest.metrics["rows"] / max(manifest.data["stage_rows"], 1)
-    anchor = np.array([vocab.is_anchor(n) for n in vocab.names])
+    anchor = vocab.anchor_mask
     per = M.per_behavior(probs, true, vocab.names, vocab.counts, anchor)
     rank = M.ranks(probs, true)
     on_held = np.isin(true, held_cols)

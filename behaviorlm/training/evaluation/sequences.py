@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from behaviorlm.vocabulary import name_index
+
 OOV = -1
 
 
@@ -83,7 +85,7 @@ def load_event_arrays(root: Any, label_names: Sequence[str]) -> EventArrays:
     events = pd.read_parquet(
         root / "events.parquet", columns=["user_id", "timestamp", "behavior", "label"]
     )
-    index = {n: i for i, n in enumerate(label_names)}
+    index = name_index(label_names)
     labels = events["label"].map(index).fillna(OOV).to_numpy(dtype=np.int64)
     raw, raw_names = pd.factorize(events["behavior"].astype(str), sort=True)
     users = events["user_id"].astype(str).to_numpy(dtype=object)
@@ -113,7 +115,7 @@ def split_sequences(
     samples = pd.read_parquet(root / "samples.parquet", columns=["split", "target_row", "target"])
     samples = samples[samples["split"] == split]
     rows = samples["target_row"].to_numpy(dtype=np.int64)
-    index = {n: i for i, n in enumerate(label_names)}
+    index = name_index(label_names)
     targets = np.array([index[str(t)] for t in samples["target"]], dtype=np.int64)
     starts = events.user_start[rows]
     return SequenceData(

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from behaviorlm.errors import InputError
-from behaviorlm.training.data.config import PrepareConfig
+from behaviorlm.training.data.config import PrepareConfig, ReadOptions
 from behaviorlm.training.data.dataset import PreparedDataset
 from behaviorlm.training.data.pipeline import prepare_events, prepare_log
 from behaviorlm.training.data.readers import read_generic
@@ -131,14 +131,14 @@ def test_dataset_split_column(tmp_path: Path) -> None:
         "a,2024-01-01T00:00,x,trn\na,2024-01-01T01:00,y,trn\na,2024-01-01T02:00,x,vld\n"
         "b,2024-01-01T00:00,y,\nb,2024-01-01T01:00,x,test\nb,2024-01-01T02:00,y,Test\n"
     )
-    loaded = read_generic(csv, split_col="part")
+    loaded = read_generic(csv, ReadOptions(split_col="part"))
     config = PrepareConfig(split="dataset", min_count=0)
     ds = prepare_events(
         loaded.events, tmp_path / "d", config, name="s", source=loaded.source, skips=loaded.skips
     )
     assert [ds.num_samples(s) for s in ds.splits()] == [1, 1, 2]
     csv.write_text(csv.read_text().replace("vld", "holdout"))
-    loaded = read_generic(csv, split_col="part")
+    loaded = read_generic(csv, ReadOptions(split_col="part"))
     with pytest.raises(InputError, match=r"--split dataset: unknown split names \['holdout'\]"):
         prepare_events(
             loaded.events,
@@ -191,7 +191,7 @@ def test_no_training_samples_is_an_error_naming_the_fix(tmp_path: Path) -> None:
         "user_id,timestamp,behavior,part\n"
         "a,2024-01-01T00:00,x,vld\na,2024-01-01T01:00,y,vld\na,2024-01-01T02:00,x,test\n"
     )
-    loaded = read_generic(csv, split_col="part")
+    loaded = read_generic(csv, ReadOptions(split_col="part"))
     with pytest.raises(InputError, match=r"no training samples \(train 0, validation 1, test 1\)"):
         prepare_events(
             loaded.events,
@@ -202,7 +202,7 @@ def test_no_training_samples_is_an_error_naming_the_fix(tmp_path: Path) -> None:
             skips=loaded.skips,
         )
     csv.write_text(csv.read_text() + "a,2024-01-01T03:00,y,test\n")
-    loaded = read_generic(csv, split_col="part")
+    loaded = read_generic(csv, ReadOptions(split_col="part"))
     ds = prepare_events(
         loaded.events,
         tmp_path / "c",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import zipfile
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from behaviorlm.errors import InputError
-from behaviorlm.training.data.config import PrepareConfig
+from behaviorlm.training.data.config import PrepareConfig, ReadOptions
 from behaviorlm.training.data.dataset import PreparedDataset
 from behaviorlm.training.data.pipeline import prepare_events
 from behaviorlm.training.data.readers import (
@@ -32,12 +33,9 @@ u2,2024-05-01 07:00:00,coffee,home
 u2,2024-05-01 08:00:00,mail,home
 u2,2024-05-02 08:00:00,coffee,out
 """
-COLUMNS: dict[str, Any] = {
-    "user_col": "user",
-    "time_col": "when",
-    "behavior_col": "action",
-    "context_cols": ["place"],
-}
+COLUMNS = ReadOptions(
+    user_col="user", time_col="when", behavior_col="action", context_cols=("place",)
+)
 
 
 def _prepare(loaded: LoadedLog, out: Path, **config: Any) -> PreparedDataset:
@@ -74,7 +72,7 @@ def test_csv_jsonl_parquet_give_the_same_samples(tmp_path: Path) -> None:
     gz = tmp_path / "log.csv.gz"
     gz.write_bytes(gzip.compress(CSV.encode()))
     results = [
-        _as_json(_prepare(read_generic(p, **COLUMNS), tmp_path / p.name.replace(".", "_")))
+        _as_json(_prepare(read_generic(p, COLUMNS), tmp_path / p.name.replace(".", "_")))
         for p in (csv, jsonl, parquet, gz)
     ]
     assert results[0] == results[1] == results[2] == results[3]
@@ -84,7 +82,7 @@ def test_csv_jsonl_parquet_give_the_same_samples(tmp_path: Path) -> None:
 def test_timestamps_keep_their_own_wall_clock(tmp_path: Path) -> None:
     csv = tmp_path / "log.csv"
     csv.write_text(CSV)
-    ds = _prepare(read_generic(csv, **COLUMNS), tmp_path / "d")
+    ds = _prepare(read_generic(csv, COLUMNS), tmp_path / "d")
     (u1,) = [s for s in ds.samples("test") if s.user_id == "u1"]
     plus2 = timezone(timedelta(hours=2))
     assert u1.now == datetime(2024, 5, 1, 18, tzinfo=plus2)
@@ -106,7 +104,7 @@ def test_unix_seconds_and_time_format(tmp_path: Path) -> None:
         "user_id,timestamp,behavior\na,01/05/2024 08:00,x\na,01/05/2024 09:15,y\n"
         "a,01/05/2024 09:30,x\na,01/05/2024 10:45,y\n"
     )
-    ds = _prepare(read_generic(csv, time_format="%d/%m/%Y %H:%M"), tmp_path / "fmt")
+    ds = _prepare(read_generic(csv, ReadOptions(time_format="%d/%m/%Y %H:%M")), tmp_path / "fmt")
     assert ds.samples("test")[0].now == datetime(2024, 5, 1, 10, 45)
 
 
@@ -126,7 +124,7 @@ def test_missing_column_lists_available_columns(tmp_path: Path) -> None:
     csv = tmp_path / "log.csv"
     csv.write_text(CSV)
     with pytest.raises(InputError) as err:
-        read_generic(csv, **{**COLUMNS, "behavior_col": "activity"})
+        read_generic(csv, dataclasses.replace(COLUMNS, behavior_col="activity"))
     msg = str(err.value)
     assert "'activity' (--behavior-col) not found" in msg
     assert "available columns: ['user', 'when', 'action', 'place']" in msg

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from behaviorlm.training.data.config import PrepareConfig
+from behaviorlm.training.data.config import PrepareConfig, ReadOptions
 from behaviorlm.training.data.pipeline import prepare_events
 from behaviorlm.training.data.readers import read_generic
 from behaviorlm.training.data.synthetic import make_synthetic_log
@@ -58,7 +58,7 @@ def _log(path: Path) -> Path:
 
 
 def _prepare(csv: Path, out: Path, config: PrepareConfig, sql: Any = None) -> Any:
-    loaded = read_generic(csv, context_cols=["place"], parent_col="category")
+    loaded = read_generic(csv, ReadOptions(context_cols=("place",), parent_col="category"))
     return prepare_events(
         loaded.chunks, out, config, name="t", source=loaded.source, skips=loaded.skips, sql=sql
     )
@@ -73,13 +73,13 @@ def _prepare(csv: Path, out: Path, config: PrepareConfig, sql: Any = None) -> An
     ids=["leave-one-out", "ratio"],
 )
 def test_spark_gives_the_duckdb_dataset(spark: Any, tmp_path: Path, config: PrepareConfig) -> None:
-    from behaviorlm.training.data.spark import SparkEngine
+    from behaviorlm.training.data.spark import SparkRunner
 
     csv = _log(tmp_path / "log.csv")
     local = _prepare(csv, tmp_path / "duckdb", config)
-    with SparkEngine(spark, tmp_path / "scratch") as engine:
-        remote = _prepare(csv, tmp_path / "spark", config, sql=engine)
-    assert remote.info["engine"]["name"] == "spark"
+    with SparkRunner(spark, tmp_path / "scratch") as runner:
+        remote = _prepare(csv, tmp_path / "spark", config, sql=runner)
+    assert remote.info["sql"]["name"] == "spark"
     for name in ("events.parquet", "samples.parquet"):
         a = pd.read_parquet(local.root / name)
         b = pd.read_parquet(remote.root / name)

@@ -1,4 +1,4 @@
-"""The prepare engine: chunked reading, DuckDB's memory limit (spilling), its options."""
+"""The SQL runner of `data prepare`: chunked reading, DuckDB's memory limit (spilling), options."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 
 from behaviorlm.errors import InputError
-from behaviorlm.training.data.config import EngineConfig, PrepareConfig
+from behaviorlm.training.data.config import PrepareConfig, ReadOptions, SqlSettings
 from behaviorlm.training.data.pipeline import prepare_events
 from behaviorlm.training.data.readers import read_generic
 from behaviorlm.training.data.synthetic import make_synthetic_log
 
 
 def _prepare(
-    csv: Path, out: Path, chunk_rows: int, engine: EngineConfig | None = None
+    csv: Path, out: Path, chunk_rows: int, sql_settings: SqlSettings | None = None
 ) -> pd.DataFrame:
-    loaded = read_generic(csv, context_cols=["place"], chunk_rows=chunk_rows)
+    loaded = read_generic(csv, ReadOptions(context_cols=("place",)), chunk_rows=chunk_rows)
     ds = prepare_events(
         loaded.chunks,
         out,
@@ -27,7 +27,7 @@ def _prepare(
         name="t",
         source=loaded.source,
         skips=loaded.skips,
-        engine=engine,
+        sql_settings=sql_settings,
     )
     return pd.concat(
         [pd.read_parquet(ds.root / "samples.parquet"), pd.DataFrame({"stats": [ds.stats]})],
@@ -60,7 +60,7 @@ def test_a_small_memory_limit_spills_and_gives_the_same_dataset(tmp_path: Path) 
         csv,
         tmp_path / "b",
         100_000,
-        EngineConfig(memory_limit="40MB", threads=1, temp_dir=tmp_path),
+        SqlSettings(memory_limit="40MB", threads=1, temp_dir=tmp_path),
     )
     assert roomy.drop(columns="stats").equals(tight.drop(columns="stats"))
     assert len(roomy) > 290_000
@@ -76,14 +76,14 @@ def test_mixed_line_ends_are_read(tmp_path: Path) -> None:
     assert len(events) == 9 and set(events["behavior"]) == {"b0", "b1", "b2", "b3"}
 
 
-def test_engine_options_are_checked() -> None:
+def test_sql_settings_are_checked() -> None:
     with pytest.raises(InputError, match=r"--memory-limit: expected a size like 1GB.*'lots'"):
-        EngineConfig(memory_limit="lots")
+        SqlSettings(memory_limit="lots")
     with pytest.raises(InputError, match="--chunk-rows: must be at least 1"):
-        EngineConfig(chunk_rows=0)
+        SqlSettings(chunk_rows=0)
 
 
-def test_engine_flags_in_help_and_prepare_json(tmp_path: Path) -> None:
+def test_sql_flags_in_help_and_prepare_json(tmp_path: Path) -> None:
     csv = tmp_path / "log.csv"
     make_synthetic_log(20, 600, 10, seed=0).to_csv(csv, index=False)
     cli = [sys.executable, "-m", "behaviorlm.cli", "data", "prepare"]
@@ -98,7 +98,5 @@ def test_engine_flags_in_help_and_prepare_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     import json
 
-    engine = json.loads((out / "prepare.json").read_text())["engine"]
-    assert (
-        engine["name"] == "duckdb" and engine["memory_limit"] == "256MB" and engine["threads"] == 1
-    )
+    sql = json.loads((out / "prepare.json").read_text())["sql"]
+    assert sql["name"] == "duckdb" and sql["memory_limit"] == "256MB" and sql["threads"] == 1
