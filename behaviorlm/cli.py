@@ -51,7 +51,7 @@ def _serve() -> ModuleType:
 # missing) and the import of the module that defines its register(subparsers). The imports run
 # when the parser is built, so a command whose extra is missing fails alone, with a message.
 COMMANDS: tuple[tuple[str, str, Callable[[], ModuleType]], ...] = (
-    ("base-model", "train", _base_model),
+    ("base-model", "engine", _base_model),
     ("data", "train", _data),
     ("train", "train", _train),
     ("eval", "train", _eval),
@@ -73,23 +73,34 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="debug logging and full tracebacks"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command, extra, load in COMMANDS:
+    for command, _extra, load in COMMANDS:
         try:
             module = load()
         except ModuleNotFoundError as exc:
             # An optional extra (serve: pydantic-settings, fastapi...) is not installed: the
             # other commands still work, and this one says what to install.
-            _register_missing(sub, command, extra, exc.name or str(exc))
+            _register_missing(sub, command, exc.name or str(exc))
             continue
         module.register(sub)
     return parser
 
 
-def _register_missing(sub: Any, command: str, extra: str, missing: str) -> None:
-    message = (
+def _missing_extra_message(command: str, missing: str) -> str:
+    extra = next((e for name, e, _ in COMMANDS if name == command), "train")
+    if command == "serve" and missing.split(".")[0] in _ENGINE_MODULES:
+        extra = "engine"  # the transformers engine of the service
+    return (
         f"`behaviorlm {command}` needs the '{extra}' extra (module {missing!r} is not "
         f"installed): pip install 'behaviorlm[{extra}]'"
     )
+
+
+# top-level modules of the `engine` extra
+_ENGINE_MODULES = frozenset({"torch", "transformers", "peft", "accelerate", "safetensors", "gguf"})
+
+
+def _register_missing(sub: Any, command: str, missing: str) -> None:
+    message = _missing_extra_message(command, missing)
     # No option prefix: whatever options follow are swallowed, and the error below is shown.
     parser = sub.add_parser(
         command, help=f"(unavailable: {missing} not installed)", prefix_chars="\0", add_help=False
@@ -111,6 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        # The commands import their heavy dependencies when they run (a fast --help), so a
+        # missing extra shows here: name it instead of a traceback.
+        if args.verbose or not exc.name or exc.name.split(".")[0] == "behaviorlm":
+            raise
+        print(f"error: {_missing_extra_message(args.command, exc.name)}", file=sys.stderr)
+        return 2
     except BehaviorLMError as exc:
         if args.verbose:
             raise

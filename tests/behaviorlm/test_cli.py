@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,27 @@ def test_a_missing_extra_disables_only_its_command(
     assert "pydantic_settings" in err and "behaviorlm[serve]" in err
     parser = cli.build_parser()
     assert parser.parse_args(["train", "--data", "x"]).command == "train"
+
+
+def test_a_missing_extra_at_run_time_names_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Commands import their heavy dependencies when they run: a core-only install that runs
+    `data prepare` gets the extra to install (DuckDB comes with 'train'), not a traceback."""
+    monkeypatch.setitem(sys.modules, "duckdb", None)
+    for name in [m for m in sys.modules if m.startswith("behaviorlm.training.data.")]:
+        if not name.endswith((".cli", ".config")):
+            monkeypatch.delitem(sys.modules, name)
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,timestamp,behavior\nu,2024-01-01T00:00:00,a\n")
+    argv = ["data", "prepare", "--input", str(log), "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'duckdb'" in err and "pip install 'behaviorlm[train]'" in err
+    assert "Traceback" not in err
+
+
+def test_serving_without_the_engine_extra_names_engine() -> None:
+    message = cli._missing_extra_message("serve", "torch")
+    assert "pip install 'behaviorlm[engine]'" in message
+    assert "behaviorlm[serve]" in cli._missing_extra_message("serve", "fastapi")

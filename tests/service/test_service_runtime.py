@@ -4,6 +4,7 @@ model, driven directly, failing with the service's faults (no HTTP status below 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,63 @@ def test_runtime_and_predictor_without_http(models_dir: Path, tiny_model: Any) -
         assert runtime.state == "stopped"
 
     asyncio.run(scenario())
+
+
+# Stands in for an install of the `engine` and `serve` extras only (the CPU image): the data and
+# plotting stack of `train` cannot be imported.
+_SERVE_ONLY = """
+import importlib.abc, importlib.machinery, json, sys, time
+from pathlib import Path
+
+TRAIN_ONLY = {"pandas", "pyarrow", "duckdb", "matplotlib"}
+
+
+class NotInstalled(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        return importlib.machinery.ModuleSpec(name, self) if top in TRAIN_ONLY else None
+
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"No module named {spec.name!r}", name=spec.name)
+
+    def exec_module(self, module):
+        pass
+
+
+sys.meta_path.insert(0, NotInstalled())
+from fastapi.testclient import TestClient
+
+from behaviorlm.service.app import create_app
+from behaviorlm.service.settings import ServiceSettings
+
+settings = ServiceSettings(
+    engine="transformers", base_model=sys.argv[2], models_dir=Path(sys.argv[1]),
+    default_adapter="a0", dtype="float32", log_level="warning",
+)
+history = [{"behavior": "Gym", "timestamp": "2024-05-01T09:15:00+08:00"}]
+with TestClient(create_app(settings)) as client:
+    deadline = time.monotonic() + 240  # the engine loads in the background
+    while client.get("/health/ready").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    answer = client.post("/v1/predict", json={"history": history, "top_k": 2})
+loaded = sorted({m.split(".")[0] for m in sys.modules} & TRAIN_ONLY)
+print(json.dumps({"status": answer.status_code, "n": len(answer.json().get("predictions", [])),
+                  "loaded": loaded}))
+"""
+
+
+def test_serving_needs_no_training_stack(models_dir: Path, tiny_model: Any) -> None:
+    """The CPU image installs `engine` + `serve`: a prediction must not need pandas, Arrow,
+    DuckDB or matplotlib (they come with `train`)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVE_ONLY, str(models_dir), str(tiny_model.path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "status": 200,
+        "n": 2,
+        "loaded": [],
+    }
