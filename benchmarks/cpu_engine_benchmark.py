@@ -87,6 +87,42 @@ class Row:
     top1_agreement: float | None = None
     top5_agreement: float | None = None
     max_prob_diff: float | None = None
+    prompt_tokens: float = 0.0  # mean over the timed prompts
+    forward_gflop: float = 0.0  # the decoder's linear layers for one mean prompt
+
+
+PEAK = "_matmul-peak"  # internal child: this CPU's fp32 matmul rate, for the floor
+
+
+def matmul_peak(threads: int, tokens: int) -> dict[str, float]:
+    """fp32 GFLOP/s of torch matmuls here: at the decoder's shapes for one prompt (tokens x
+    576 by 576 x 1536, SmolLM2's MLP) and at 2048 x 2048 (near the CPU's peak)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    rates: dict[str, float] = {}
+    for key, (m, k, n) in {
+        "decoder_shape": (tokens, 576, 1536),
+        "square_2048": (2048,) * 3,
+    }.items():
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(3):
+            a @ b
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 3.0:
+            a @ b
+            count += 1
+        rates[key] = 2 * m * k * n * count / (time.perf_counter() - start) / 1e9
+    return rates
+
+
+def decoder_linear_params(model: Any) -> int:
+    """Weights of the decoder's linear layers (what a forward multiplies per token; the
+    embeddings are a lookup and the readout reads a few rows)."""
+    import torch
+
+    layers = model.model.layers
+    return sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,6 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write cpu_engine_benchmark.json here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one candidate
     p.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--tokens", type=int, default=154, help=argparse.SUPPRESS)  # for the peak child
     return p.parse_args(argv)
 
 
@@ -175,6 +212,9 @@ def run_child(args: argparse.Namespace) -> None:
     name = args.child
     torch.set_num_threads(args.threads)
     out: Path = args.child_out
+    if name == PEAK:
+        out.with_suffix(".json").write_text(json.dumps(matmul_peak(args.threads, args.tokens)))
+        return
     if name == "torch-bf16-merged" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         write_row(out, Row(name, "no bf16 kernels"))
         return
@@ -208,7 +248,7 @@ def run_child(args: argparse.Namespace) -> None:
     requests = [ScoreRequest(p, names, "bench") for p in prompts]
     for r in requests[:4]:  # warm-up: first calls allocate and pick kernels
         engine.score_batch([r])
-    total, tokenise, fwd = [], [], []
+    total, tokenise, fwd, lengths = [], [], [], []
     pad = engine._pad_id
     for r in requests[4 : 4 + args.latency_requests]:
         t0 = time.perf_counter()
@@ -216,6 +256,7 @@ def run_child(args: argparse.Namespace) -> None:
         t1 = time.perf_counter()
         ids = engine.encoder.encode(r.prompt)
         t2 = time.perf_counter()
+        lengths.append(len(ids))
         with torch.no_grad():
             forward(engine._model, readout.pad_batch([ids], pad, "cpu"))
         t3 = time.perf_counter()
@@ -234,6 +275,8 @@ def run_child(args: argparse.Namespace) -> None:
         tokenise_ms=1000 * statistics.median(tokenise),
         forward_ms=1000 * statistics.median(fwd),
         batch32_pred_per_s=len(results) / seconds,
+        prompt_tokens=statistics.mean(lengths),
+        forward_gflop=2 * decoder_linear_params(engine._model) * statistics.mean(lengths) / 1e9,
     )
     row.rest_ms = max(0.0, row.p50_ms - row.tokenise_ms - row.forward_ms)
     write_row(out, row)
@@ -277,6 +320,12 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 rows.append(Row(name, f"failed: {why.strip()[:200]}"))
                 continue
             rows.append(Row(**json.loads(target.with_suffix(".json").read_text())))
+        tokens = round(rows[0].prompt_tokens)
+        print("[cpu-bench] fp32 matmul rate ...", file=sys.stderr, flush=True)
+        peak_out = Path(tmp) / "peak"
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--child", PEAK, "--tokens", str(tokens)]
+        subprocess.run([*cmd, "--child-out", str(peak_out)], env=env, check=True)
+        peak = json.loads(peak_out.with_suffix(".json").read_text())
         reference = np.load(Path(tmp) / f"{REFERENCE}.npy")
         for row in rows:
             probs_file = Path(tmp) / f"{row.candidate}.npy"
@@ -293,6 +342,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "agreement_prompts": args.agreement_prompts,
         "latency_requests": args.latency_requests,
         "date": time.strftime("%Y-%m-%d"),
+        "matmul_gflops": peak,
         "rows": [asdict(r) for r in rows],
     }
 
@@ -315,6 +365,17 @@ def print_report(report: dict[str, Any]) -> None:
             f"{r['batch32_pred_per_s']:.2f} | {r['top1_agreement']:.3f} / "
             f"{r['top5_agreement']:.3f}, {r['max_prob_diff']:.4f} |"
         )
+    ref = report["rows"][0]
+    peak = report["matmul_gflops"]
+    gflop = ref["forward_gflop"]
+    print(
+        f"fp32 matmul here: {peak['decoder_shape']:.0f} GFLOP/s at the decoder's shape, "
+        f"{peak['square_2048']:.0f} at 2048^2. One prompt ({ref['prompt_tokens']:.0f} tokens) "
+        f"is {gflop:.1f} GFLOP of decoder matmuls: an exact fp32 forward takes at least "
+        f"{1000 * gflop / peak['square_2048']:.0f} ms at the 2048^2 rate, "
+        f"{1000 * gflop / peak['decoder_shape']:.0f} ms at the decoder-shape rate; the "
+        f"reference's forward runs at {gflop / ref['forward_ms'] * 1000:.0f} GFLOP/s."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -72,6 +72,7 @@ class Report:
     naive_pred_per_s: float
     threads: int | None
     load_average_before: tuple[float, float, float]
+    served: str = ""  # engine / backend / dtype, as the server's GET /v1/models reports them
     levels: list[Level] = field(default_factory=list)
 
 
@@ -86,7 +87,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--concurrency", default="1,4,16,32", help="closed-loop client counts, comma-separated"
     )
     p.add_argument("--requests", type=int, default=64, help="requests per level (bound)")
-    p.add_argument("--naive-requests", type=int, default=2, help="requests for the baseline")
+    p.add_argument(
+        "--naive-requests",
+        type=int,
+        default=2,
+        help="requests for the baseline (0: skip it; it runs in bf16, which a CPU without "
+        "native bf16 emulates at minutes per request)",
+    )
     p.add_argument("--batch-max-size", type=int, default=32, help="micro-batcher max size")
     p.add_argument("--batch-max-wait-ms", type=float, default=10.0, help="micro-batcher wait")
     p.add_argument(
@@ -94,6 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="merge the adapter into the weights (the CPU serving default for one adapter)",
+    )
+    p.add_argument(
+        "--cpu-backend",
+        choices=("auto", "torch", "openvino"),
+        default="auto",
+        help="the server's BEHAVIORLM_CPU_BACKEND (auto: openvino when merged, fp32 and "
+        "installed, as the service chooses)",
     )
     p.add_argument(
         "--threads",
@@ -107,9 +121,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not args.levels or min(args.levels) < 1:
         p.error("--concurrency: positive integers, e.g. 1,4,16,32")
-    for flag in ("behaviors", "history", "requests", "naive_requests", "batch_max_size"):
+    for flag in ("behaviors", "history", "requests", "batch_max_size"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.naive_requests < 0:
+        p.error("--naive-requests must be >= 0")
     if not args.data.exists():
         p.error(f"--data: {args.data} does not exist")
     return args
@@ -235,6 +251,7 @@ def start_server(
         "BEHAVIORLM_BATCH_MAX_SIZE": str(args.batch_max_size),
         "BEHAVIORLM_BATCH_MAX_WAIT_MS": str(args.batch_max_wait_ms),
         "BEHAVIORLM_MERGE_ADAPTER": "true" if args.merge else "false",
+        "BEHAVIORLM_CPU_BACKEND": args.cpu_backend,
         "BEHAVIORLM_MAX_QUEUE": "1024",
         "BEHAVIORLM_REQUEST_DEADLINE_S": "120",
         "BEHAVIORLM_LOG_LEVEL": "warning",
@@ -369,8 +386,10 @@ def run(args: argparse.Namespace) -> Report:
         f"{n_behaviors} behaviors, {args.history}-event histories",
         flush=True,
     )
-    print(f"[load-bench] naive baseline on {args.naive_requests} requests ...", flush=True)
-    naive = naive_baseline(args, adapter, histories)
+    naive = 0.0
+    if args.naive_requests:
+        print(f"[load-bench] naive baseline on {args.naive_requests} requests ...", flush=True)
+        naive = naive_baseline(args, adapter, histories)
     from common import machine
 
     report = Report(
@@ -390,6 +409,11 @@ def run(args: argparse.Namespace) -> Report:
     print(f"[load-bench] naive: {naive:.3f} predictions/s", flush=True)
     proc, url = start_server(args, adapter, tmp / "server.log")
     try:
+        import httpx
+
+        models = httpx.get(url + "/v1/models", timeout=30).json()
+        report.served = f"{models['engine']} / {models['engine_backend']} / {models['dtype']}"
+        print(f"[load-bench] served by {report.served}", flush=True)
         bodies = [{"history": h, "top_k": 5} for h in histories]
         asyncio.run(closed_loop(url, bodies[:8], 4))  # warm-up (not reported)
         for c in args.levels:
@@ -413,6 +437,7 @@ def print_report(r: Report) -> None:
     print(
         f"adapter: {r.adapter}{' (random weights)' if r.adapter_is_random else ''}; "
         f"{r.behaviors} behaviors; {r.history_events}-event histories; merged={r.merge}; "
+        f"served by {r.served}; "
         f"micro-batch <= {r.batch_max_size}, wait {r.batch_max_wait_ms} ms"
     )
     print(

@@ -112,6 +112,12 @@ class ScoringEngine(ABC):
         """Whether this engine can hold only one adapter (e.g. merged into its weights)."""
         return False
 
+    @property
+    def served_as(self) -> tuple[str, str]:
+        """(backend, dtype) that compute the forward, e.g. ("openvino", "float32"): recorded at
+        start-up and in ``GET /v1/models``."""
+        return ("", "")
+
     def label_head(self, behaviors: Sequence[str]) -> LabelHead:
         """The head of these behaviors (cached); InputError when two names collide."""
         return self.heads.get(tuple(behaviors))

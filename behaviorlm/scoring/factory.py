@@ -50,7 +50,7 @@ def make_engine(kind: str, base: BaseModel, **opts: Any) -> ScoringEngine:
         from behaviorlm.scoring.vllm_engine import VLLMEngine
 
         # vLLM applies LoRA per request (nothing to merge) and schedules its own batches.
-        for transformers_only in ("merge", "batch_size"):
+        for transformers_only in ("merge", "batch_size", "backend"):
             opts.pop(transformers_only, None)
         return VLLMEngine(base, **opts)
     from behaviorlm.scoring.transformers_engine import TransformersEngine

@@ -20,7 +20,7 @@ padded row equals the row scored alone up to summation order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -159,8 +159,12 @@ def score_prompts(
     batch_size: int = 32,
     trained: Sequence[TrainedRows | None] | None = None,
     extra: Sequence[np.ndarray | None] | None = None,
+    forward: Callable[[Any, Any], Any] | None = None,
 ) -> list[tuple[np.ndarray, float]]:
     """(P over ``heads[i].names``, label_mass) for each prompt, read at its last token.
+
+    ``forward(model, input_ids)`` computes the last hidden states (default
+    :func:`hidden_states`; the OpenVINO backend passes its compiled decoder).
 
     ``trained[i]`` (scoring format 4): the prompt's behaviors are scored by those rows, plus
     ``extra[i]`` (its repeat features' logits) when given; label_mass still comes from the
@@ -181,7 +185,7 @@ def score_prompts(
     with eval_mode(model):
         for group in length_batches(lengths, batch_size, SCORING_TOKEN_BUDGET):
             ids = pad_batch([prompt_ids[i] for i in group], pad_id, device)
-            hidden = hidden_states(model, ids)
+            hidden = (forward or hidden_states)(model, ids)
             last = torch.as_tensor([lengths[i] - 1 for i in group], device=device)
             rows = hidden[torch.arange(len(group), device=device), last]
             # The normaliser (label_mass only) from the model-dtype head over the whole

@@ -87,6 +87,10 @@ class VLLMEngine(ScoringEngine):
     name = "vllm"
     schedules_itself = True
 
+    @property
+    def served_as(self) -> tuple[str, str]:
+        return ("vllm", self.dtype)
+
     def __init__(
         self,
         base: BaseModel,
@@ -112,6 +116,7 @@ class VLLMEngine(ScoringEngine):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         self.base = base
         self.max_lora_rank = max_lora_rank
+        self.dtype = dtype
         self.tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         self.encoder = PieceEncoder(self.tokenizer)
         self.heads = HeadCache(self.encoder, head_cache_size)

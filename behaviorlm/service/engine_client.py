@@ -47,7 +47,23 @@ def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
     opts: dict[str, Any] = {"merge": settings.merge_adapter}
     if settings.dtype != "auto":
         opts["dtype"] = settings.dtype
+    if kind == "transformers":
+        opts["backend"] = _cpu_backend(settings)
     return make_engine(kind, resolve_base_model(settings.base_model), **opts), kind
+
+
+def _cpu_backend(settings: ServiceSettings) -> str:
+    import torch
+
+    from behaviorlm.dtypes import resolve_dtype_here
+    from behaviorlm.scoring.openvino_decoder import choose_backend
+
+    return choose_backend(
+        settings.cpu_backend,
+        merged=settings.merge_adapter,
+        dtype=resolve_dtype_here(settings.dtype),
+        cuda=torch.cuda.is_available(),
+    )
 
 
 def adapters_with_head(settings: ServiceSettings) -> list[str]:

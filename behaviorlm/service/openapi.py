@@ -1,4 +1,4 @@
-"""Print the service's OpenAPI schema as YAML: ``python -m service.openapi > openapi.yaml``.
+"""Print the service's OpenAPI schema as YAML (``make openapi`` writes ``openapi.yaml``).
 
 The committed ``openapi.yaml`` must equal this output (a test checks it); the schema does not
 depend on settings, so defaults are used.

@@ -105,6 +105,8 @@ class Runtime:
             "ready",
             extra={
                 "engine": self.engine_kind,
+                "engine_backend": self.engine.served_as[0] if self.engine else None,
+                "dtype": self.engine.served_as[1] if self.engine else None,
                 "adapters": sorted(self.served),
                 "default_adapter": self.default_adapter,
             },

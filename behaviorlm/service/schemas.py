@@ -205,6 +205,10 @@ class ModelInfo(BaseModel):
 
 class ModelsResponse(BaseModel):
     engine: str
+    engine_backend: str | None = Field(
+        None, description="what computes the forward: torch, openvino (CPU) or vllm"
+    )
+    dtype: str | None = Field(None, description="the compute dtype served: float32 or bfloat16")
     default_adapter: str | None
     models: list[ModelInfo]
 

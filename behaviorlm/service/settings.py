@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from behaviorlm.dtypes import DtypeChoice
 from behaviorlm.errors import InputError
 from behaviorlm.scoring.factory import EngineKind
+from behaviorlm.scoring.openvino_decoder import BackendChoice
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -107,6 +108,13 @@ class ServiceSettings(BaseSettings):
         description="transformers engine: merge the default adapter into the weights (about 2x "
         "faster on CPU; then only that adapter is served)",
     )
+    cpu_backend: BackendChoice = Field(
+        "auto",
+        description="transformers engine on a CPU: what runs the merged decoder. 'openvino' "
+        "(exact fp32, faster where the CPU has no native bf16; needs merge_adapter and the "
+        "openvino extra); 'auto': openvino when the adapter is merged, the model runs fp32 and "
+        "openvino is installed, else torch",
+    )
     # float16 is not offered: both engines accept only bfloat16 and float32, and a setting
     # an engine rejects after the server listens is worse than one refused here.
     dtype: DtypeChoice = Field(
@@ -133,6 +141,11 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_limits(self) -> ServiceSettings:
+        if self.cpu_backend == "openvino" and not self.merge_adapter:
+            raise ValueError(
+                "cpu_backend 'openvino' runs the merged model: set merge_adapter true "
+                "(BEHAVIORLM_MERGE_ADAPTER=true or --merge-adapter)"
+            )
         if self.max_queue < self.max_batch_items:
             raise ValueError(
                 f"max_queue ({self.max_queue}) must be >= max_batch_items "

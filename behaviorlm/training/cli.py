@@ -25,8 +25,9 @@ def epilog() -> str:
         "  lora.target_modules=[q_proj,k_proj,v_proj,o_proj]\n"
         "keys (behaviorlm/training/config.py and docs/training.md say what each does):\n"
         + "\n".join(_wrapped(f"  {line}") for line in config_sections())
-        + "\n\nmulti-GPU / multi-node: torchrun --nproc_per_node=N -m training.cli ... (or "
-        "accelerate launch);\nbatch_tokens is the global batch, its rows split across processes.\n"
+        + "\n\nmulti-GPU / multi-node: torchrun --nproc_per_node=N -m behaviorlm.training.cli "
+        "... (or accelerate launch);\nbatch_tokens is the global batch, its rows split across "
+        "processes.\n"
     )
 
 
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.cli`` (what torchrun launches): the same as ``behaviorlm train``."""
+    """``python -m behaviorlm.training.cli`` (what torchrun launches): ``behaviorlm train``."""
     import logging
     import sys
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,3 +84,17 @@ def test_help_explains_every_option() -> None:
     for option in ("--adapter", "--candidates", "--emulate-avx2", "--agreement-prompts"):
         assert option in run.stdout
     assert "--child" not in run.stdout  # internal
+
+
+def test_the_floor_counts_the_decoders_linear_weights(tiny_model: Any) -> None:
+    """The floor (FLOPs / matmul rate) counts every linear weight of the decoder layers once:
+    the tiny Llama's q, k, v, o and MLP projections, not its embeddings."""
+    from transformers import AutoModelForCausalLM
+
+    bench = load_script()
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model.path))
+    c = model.config
+    kv = c.num_key_value_heads * (c.hidden_size // c.num_attention_heads)
+    per_layer = 2 * c.hidden_size * c.hidden_size + 2 * c.hidden_size * kv
+    per_layer += 3 * c.hidden_size * c.intermediate_size
+    assert bench.decoder_linear_params(model) == c.num_hidden_layers * per_layer

@@ -19,9 +19,7 @@ def test_committed_openapi_equals_the_apps_schema() -> None:
 
     committed = yaml.safe_load(OPENAPI.read_text())
     current = json.loads(json.dumps(schema()))
-    assert committed == current, (
-        "openapi.yaml is stale: run `python -m service.openapi > openapi.yaml`"
-    )
+    assert committed == current, "openapi.yaml is stale: run `make openapi`"
 
 
 schemathesis = pytest.importorskip("schemathesis")

@@ -121,12 +121,14 @@ from behaviorlm.service.settings import ServiceSettings
 
 settings = ServiceSettings(
     engine="transformers", base_model=sys.argv[2], models_dir=Path(sys.argv[1]),
-    default_adapter="a0", dtype="float32", log_level="warning",
+    adapters=["a0"], default_adapter="a0", dtype="float32", log_level="warning",
 )
 history = [{"behavior": "Gym", "timestamp": "2024-05-01T09:15:00+08:00"}]
 with TestClient(create_app(settings)) as client:
     deadline = time.monotonic() + 240  # the engine loads in the background
-    while client.get("/health/ready").status_code != 200 and time.monotonic() < deadline:
+    while (ready := client.get("/health/ready")).status_code != 200:
+        if time.monotonic() > deadline or ready.json().get("status") == "failed":
+            sys.exit(f"not ready: {ready.text}")
         time.sleep(0.2)
     answer = client.post("/v1/predict", json={"history": history, "top_k": 2})
 loaded = sorted({m.split(".")[0] for m in sys.modules} & TRAIN_ONLY)

@@ -50,7 +50,7 @@ def _config(*extra: str) -> Any:
 
 
 def _cli_run_args(prepared: Path, tiny_model: Any, out: Path) -> list[str]:
-    """`training.cli` arguments of the shared tiny run (for the subprocess tests)."""
+    """`behaviorlm.training.cli` arguments of the shared tiny run (for the subprocess tests)."""
     return [
         "--data",
         str(prepared),

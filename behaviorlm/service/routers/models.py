@@ -41,8 +41,11 @@ def model_info(served: Served, default: bool) -> ModelInfo:
 @router.get("/v1/models", response_model=ModelsResponse, responses=ERRORS)
 async def list_models(runtime: RuntimeDep) -> ModelsResponse:
     """Loaded adapters (empty while the service is still loading)."""
+    backend, dtype = runtime.engine.served_as if runtime.engine else (None, None)
     return ModelsResponse(
         engine=runtime.engine_kind or "loading",
+        engine_backend=backend or None,
+        dtype=dtype or None,
         default_adapter=runtime.default_adapter,
         models=[
             model_info(s, s.name == runtime.default_adapter)

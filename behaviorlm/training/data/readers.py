@@ -125,7 +125,7 @@ def _guarded(path: Path, kind: str, chunks: Iterator[pd.DataFrame]) -> Iterator[
 
 
 def _as_pandas(batch: pa.RecordBatch | pa.Table) -> pd.DataFrame:
-    # Arrow-backed strings: the checks in training.data.events read them without a copy.
+    # Arrow-backed strings: the checks in behaviorlm.training.data.events read them without a copy.
     return batch.to_pandas(types_mapper=lambda t: _TEXT if pa.types.is_string(t) else None)
 
 

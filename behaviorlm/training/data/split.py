@@ -1,7 +1,7 @@
 """Split names: the spellings datasets use for train/validation/test (``--split dataset``).
 
 The chronological per-user assignment itself is SQL:
-:meth:`training.data.steps.Steps.split_expression`.
+:meth:`behaviorlm.training.data.steps.Steps.split_expression`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ step materialises one table, so a 10^8-event log never has to fit in memory (the
    few thousand behaviors), then ``samples``: targets whose behavior maps to a label.
 
 Everything the statistics need comes back as small aggregates. The same SQL runs on Spark
-(:mod:`behaviorlm.training.data.spark`); :class:`~training.data.sql.Dialect` holds the differences.
+(:mod:`behaviorlm.training.data.spark`); :class:`.sql.Dialect` holds the differences.
 """
 
 from __future__ import annotations
