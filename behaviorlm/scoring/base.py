@@ -109,7 +109,8 @@ class ScoringEngine(ABC):
 
     @property
     def serves_one_adapter(self) -> bool:
-        """Whether this engine can hold only one adapter (e.g. merged into its weights)."""
+        """Whether the service should load only its default adapter at start-up (merged
+        engines: each adapter costs a full model copy; new versions still hot-swap)."""
         return False
 
     @property

@@ -2,8 +2,10 @@
 
 Requests are grouped by adapter; each group is scored by ``readout.score_prompts`` (one forward
 per batch, one readout per prompt) with that adapter active (peft ``set_adapter``), or with the
-adapters disabled for base-model requests. ``merge=True`` folds a single adapter into the
-weights, which is faster on CPU but serves only that adapter. Unmerged adapters are kept in
+adapters disabled for base-model requests. ``merge=True`` folds each adapter into the
+weights, which is faster on CPU; each merged adapter is a full model copy (a hot-swapped version
+is merged into a fresh load of the base, the old copy freed when it is unloaded), so the
+service loads only its default adapter that way. Unmerged adapters are kept in
 the model's dtype (``autocast_adapter_dtype=False``): peft's default upcasts them to fp32 next to a
 bf16 model, which measured ~30% slower on this CPU for no useful precision.
 ``backend="openvino"`` (with ``merge``, fp32, CPU) runs the merged decoder as an OpenVINO graph
@@ -93,8 +95,8 @@ class TransformersEngine(ScoringEngine):
         model: Any = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=self.torch_dtype)
         self._model: Any = model.to(self.device).eval()
         self._peft: Any = None  # PeftModel once an unmerged adapter is loaded
-        self._merged: str | None = None
-        self._forward: Any = None  # the OpenVINO decoder of the merged model, when that backend
+        # merge=True: adapter -> (its merged model, its OpenVINO decoder or None)
+        self._merged: dict[str, tuple[Any, Any]] = {}
         self._specs: dict[str, AdapterSpec] = {}
         self.heads = HeadCache(self.encoder, head_cache_size)
         # Trained behavior heads (scoring format 4) by adapter, and their rows per candidate
@@ -135,7 +137,6 @@ class TransformersEngine(ScoringEngine):
         return dict(self._specs)
 
     def load_adapter(self, spec: AdapterSpec) -> None:
-        import torch
         from peft import PeftModel
 
         spec.manifest.check_compatible(self.base.ref, self.encoder, where=str(spec.path))
@@ -143,22 +144,7 @@ class TransformersEngine(ScoringEngine):
         trained = self._load_head(spec)
         with self._lock:
             if self.merge:
-                if self._specs and spec.name not in self._specs:
-                    raise EngineError(
-                        f"adapter {spec.name!r}: this engine merges its one adapter "
-                        f"({next(iter(self._specs))!r}) into the weights; start an unmerged "
-                        "engine (merge=False) to serve several adapters"
-                    )
-                if self._specs:  # a new version of the merged adapter: start from the base
-                    raise EngineError(
-                        f"adapter {spec.name!r} is already merged; a merged engine cannot "
-                        "reload it in place, start a new engine"
-                    )
-                peft_model = PeftModel.from_pretrained(self._model, str(spec.path))
-                self._model = peft_model.merge_and_unload().eval()
-                self._merged = spec.name
-                if self.backend == "openvino":
-                    self._forward = OpenVINODecoder(self._model, torch.get_num_threads())
+                self._merge(spec)
             elif self._peft is None:
                 self._peft = PeftModel.from_pretrained(
                     self._model,
@@ -189,6 +175,27 @@ class TransformersEngine(ScoringEngine):
                 self._trained.pop(spec.name, None)
             else:
                 self._trained[spec.name] = trained
+
+    def _merge(self, spec: AdapterSpec) -> None:
+        """``spec`` merged into its own copy of the base weights (the first adapter into the
+        loaded model, each later one, e.g. a hot-swapped new version, into a fresh load of the
+        base: a full model copy each until the old one is unloaded)."""
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        if spec.name in self._merged:
+            raise EngineError(f"adapter {spec.name!r} is already merged; load it under a new name")
+        base: Any = self._model
+        if self._merged:  # the loaded model already holds another adapter's weights
+            base = AutoModelForCausalLM.from_pretrained(str(self.base.path), dtype=self.torch_dtype)
+            base = base.to(self.device).eval()
+        model = PeftModel.from_pretrained(base, str(spec.path)).merge_and_unload().eval()
+        forward = None
+        if self.backend == "openvino":
+            forward = OpenVINODecoder(model, torch.get_num_threads())
+        self._merged[spec.name] = (model, forward)
+        self._model = model
 
     def _load_head(self, spec: AdapterSpec) -> BehaviorHead | None:
         """The adapter's trained behavior head, checked against its manifest and this model."""
@@ -227,28 +234,34 @@ class TransformersEngine(ScoringEngine):
         with self._lock:
             if name not in self._specs:
                 raise InputError(f"adapter {name!r} is not loaded")
-            if self._merged == name:
-                raise EngineError(f"adapter {name!r} is merged into the weights; cannot unload")
-            self._peft.delete_adapter(name)
+            if name in self._merged:
+                model, _ = self._merged.pop(name)
+                if self._merged and self._model is model:
+                    self._model = next(iter(self._merged.values()))[0]
+            else:
+                self._peft.delete_adapter(name)
             del self._specs[name]
             self._trained.pop(name, None)
             self._rows = {k: v for k, v in self._rows.items() if k[0] != name}
 
-    def _active(self, adapter: str | None) -> tuple[Any, AbstractContextManager[Any]]:
-        """The model to call for a group, and the context that selects its adapter."""
-        if self._merged is not None:
+    def _active(self, adapter: str | None) -> tuple[Any, AbstractContextManager[Any], Any]:
+        """The model to call for a group, the context that selects its adapter, and the
+        forward to run (None: torch's)."""
+        if self.merge:
             if adapter is None:
                 raise InputError(
-                    f"base-model request: this engine has adapter {self._merged!r} merged "
-                    "into its weights and cannot score the base model"
+                    f"base-model request: this engine merges its adapters "
+                    f"({', '.join(self._merged) or 'none yet'}) into the weights and cannot "
+                    "score the base model"
                 )
-            return self._model, nullcontext()
+            model, forward = self._merged[adapter]
+            return model, nullcontext(), forward
         if self._peft is None:
-            return self._model, nullcontext()
+            return self._model, nullcontext(), None
         if adapter is None:
-            return self._peft, self._peft.disable_adapter()
+            return self._peft, self._peft.disable_adapter(), None
         self._peft.set_adapter(adapter)
-        return self._peft, nullcontext()
+        return self._peft, nullcontext(), None
 
     def score_batch(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         requests = list(requests)
@@ -272,7 +285,7 @@ class TransformersEngine(ScoringEngine):
                         trained.feature_logits(r.past, h.names)
                         for r, h in zip(batch, heads, strict=True)
                     ]
-                model, context = self._active(adapter)
+                model, context, forward = self._active(adapter)
                 with context:
                     scored = score_prompts(
                         model,
@@ -283,7 +296,7 @@ class TransformersEngine(ScoringEngine):
                         batch_size=self.batch_size,
                         trained=rows,
                         extra=extra,
-                        forward=self._forward,
+                        forward=forward,
                     )
             for i, head, (probs, mass) in zip(members, heads, scored, strict=True):
                 results[i] = ScoreResult(head.names, probs, mass, forward_passes=1)
@@ -293,4 +306,4 @@ class TransformersEngine(ScoringEngine):
         with self._lock:
             self._peft = None
             self._model = None
-            self._forward = None
+            self._merged = {}

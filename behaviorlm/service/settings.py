@@ -105,8 +105,9 @@ class ServiceSettings(BaseSettings):
     )
     merge_adapter: bool = Field(
         False,
-        description="transformers engine: merge the default adapter into the weights (about 2x "
-        "faster on CPU; then only that adapter is served)",
+        description="transformers engine: merge the default adapter into the weights (faster "
+        "on CPU; only that adapter is loaded at start, and a hot load merges the new version "
+        "into a fresh copy of the base, so memory doubles during the swap)",
     )
     cpu_backend: BackendChoice = Field(
         "auto",

@@ -11,7 +11,7 @@ import pytest
 
 from behaviorlm.errors import InputError
 from behaviorlm.service.settings import load_settings
-from tests.service.service_helpers import ServerThread, history, settings_for
+from tests.service.service_helpers import ADMIN_TOKEN, ServerThread, history, settings_for
 
 pytest.importorskip("openvino")
 
@@ -47,3 +47,35 @@ def test_openvino_backend_serves_the_torch_answers(models_dir: Path, tiny_model:
 def test_openvino_without_merging_is_refused_by_name() -> None:
     with pytest.raises(InputError, match="BEHAVIORLM_MERGE_ADAPTER=true"):
         load_settings(cpu_backend="openvino", merge_adapter=False)
+
+
+def test_a_merged_openvino_service_hot_swaps_a_new_version(
+    models_dir: Path, tiny_model: Any
+) -> None:
+    """Merged serving keeps the admin hot load: the new version merges into its own copy of
+    the base (and its own OpenVINO graph) while the old one answers, then replaces it."""
+    from tests.random_adapter import make_random_adapter
+
+    make_random_adapter(
+        tiny_model, models_dir / "staging-ov" / "a0" / "v3", seed=11, name="a0", version="3"
+    )
+    settings = settings_for(
+        models_dir, tiny_model, adapters="a0", merge_adapter=True, cpu_backend="openvino"
+    )
+    server = ServerThread(settings).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            body = {"history": history(5), "top_k": 3}
+            assert client.post("/v1/predict", json=body).json()["adapter_version"] == "1"
+            loaded = client.post(
+                "/v1/admin/adapters",
+                json={"name": "a0", "path": "staging-ov/a0/v3"},
+                headers={"X-Admin-Token": ADMIN_TOKEN},
+            )
+            assert loaded.status_code == 200, loaded.text
+            assert loaded.json()["replaced_version"] == "1"
+            answer = client.post("/v1/predict", json=body)
+            assert answer.status_code == 200 and answer.json()["adapter_version"] == "3"
+            assert client.get("/v1/models").json()["engine_backend"] == "openvino"
+    finally:
+        server.stop()

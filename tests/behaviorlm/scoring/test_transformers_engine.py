@@ -160,10 +160,33 @@ def test_merged_equals_unmerged(
     for a, b in zip(merged.score_batch(requests), engine.score_batch(requests), strict=True):
         np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
         assert a.label_mass == pytest.approx(b.label_mass, abs=1e-5)
-    with pytest.raises(EngineError, match="merge"):
-        merged.load_adapter(tiny_adapters[0])
-    with pytest.raises(InputError, match="merged"):
+    with pytest.raises(InputError, match="merges"):
         merged.score_batch([ScoreRequest(PROMPTS[0], names, None)])
+    with pytest.raises(EngineError, match="already merged"):
+        merged.load_adapter(tiny_adapters[1])
+
+
+def test_merged_engine_hot_swaps_a_new_version(
+    engine: TransformersEngine, tiny_model: Any, tiny_adapters: list[AdapterSpec]
+) -> None:
+    """The service's hot swap on a merged engine: the new version (another adapter's weights
+    here) merges into its own copy of the base while the old one still answers, then the old
+    one is unloaded; each answers as the unmerged engine does."""
+    merged = TransformersEngine(tiny_model, dtype="float32", merge=True)
+    merged.load_adapter(replace(tiny_adapters[0], name="m@1"))
+    merged.load_adapter(replace(tiny_adapters[1], name="m@2"))
+    for old, new in (("m@1", "a0"), ("m@2", "a1")):
+        names = _vocab(tiny_adapters[int(new[1])])
+        got = merged.score_batch([ScoreRequest(p, names, old) for p in PROMPTS])
+        want = engine.score_batch([ScoreRequest(p, names, new) for p in PROMPTS])
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+    merged.unload_adapter("m@1")
+    assert set(merged.adapters) == {"m@2"}
+    names = _vocab(tiny_adapters[1])
+    after = merged.score_batch([ScoreRequest(PROMPTS[0], names, "m@2")])
+    before = engine.score_batch([ScoreRequest(PROMPTS[0], names, "a1")])
+    np.testing.assert_allclose(after[0].probs, before[0].probs, atol=1e-5)
 
 
 def test_manifest_mismatch_refused(engine: TransformersEngine, tiny_adapters: list[Any]) -> None:
