@@ -8,8 +8,8 @@ agreement 1.000 over 320 prompts): OpenVINO runs the same fp32 arithmetic, fusin
 ops (norms, rotary embeddings, activations) that torch runs one kernel at a time.
 
 Only the decoder is converted: the readout (label-word or trained head, label mass) stays the
-engine's, so every scoring format works unchanged. The graph holds the merged weights, so it
-serves one adapter (``merge``), and is built once per adapter load (a few seconds).
+engine's, so every scoring format works unchanged. The graph holds the merged weights: one
+graph per merged adapter (``merge``), built when the adapter loads (a few seconds).
 """
 
 from __future__ import annotations
