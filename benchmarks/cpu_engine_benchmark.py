@@ -153,46 +153,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def openvino_forward(model: Any, threads: int, int8: bool) -> Any:
-    """A ``hidden_states`` replacement running the merged decoder as an OpenVINO graph."""
-    import openvino as ov
-    import torch
-    import transformers.masking_utils as masking
+    """A ``hidden_states`` replacement: the service's OpenVINO decoder, fp32 or (``int8``)
+    with NNCF's INT8_ASYM weights and the CPU plugin's dynamic activation quantisation."""
+    from behaviorlm.scoring.openvino_decoder import OpenVINODecoder
 
-    # Rows are never packed here; the packed-sequence probe uses aten::diff, which OpenVINO's
-    # converter lacks.
-    masking.find_packed_sequence_indices = lambda _positions: None  # type: ignore[assignment]
+    if not int8:
+        return OpenVINODecoder(model, threads)
+    import nncf
 
-    class Decoder(torch.nn.Module):
-        def __init__(self, decoder: Any) -> None:
-            super().__init__()
-            self.decoder = decoder
-
-        def forward(self, input_ids: Any) -> Any:
-            return self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
-
-    with torch.no_grad():
-        graph = ov.convert_model(
-            Decoder(model.model).eval(),
-            example_input=(torch.ones(2, 32, dtype=torch.long),),
-            input=[("input_ids", [-1, -1], ov.Type.i64)],
-        )
-    config: dict[str, Any] = {
-        "INFERENCE_NUM_THREADS": threads,
-        "INFERENCE_PRECISION_HINT": "f32",
-        "PERFORMANCE_HINT": "LATENCY",
-    }
-    if int8:
-        import nncf
-
-        graph = nncf.compress_weights(graph, mode=nncf.CompressWeightsMode.INT8_ASYM)
-        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 32
-    request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
-
-    def forward(_model: Any, input_ids: Any) -> Any:
-        result = request.infer({"input_ids": input_ids.numpy()})
-        return torch.from_numpy(next(iter(result.values())).copy())
-
-    return forward
+    return OpenVINODecoder(
+        model,
+        threads,
+        transform=lambda g: nncf.compress_weights(g, mode=nncf.CompressWeightsMode.INT8_ASYM),
+        config={"DYNAMIC_QUANTIZATION_GROUP_SIZE": 32},
+    )
 
 
 def write_row(out: Path, row: Row) -> None:

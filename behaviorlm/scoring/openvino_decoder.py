@@ -15,7 +15,7 @@ graph per merged adapter (``merge``), built when the adapter loads (a few second
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, get_args
 
@@ -23,7 +23,7 @@ from behaviorlm.errors import EngineError
 
 Backend = Literal["torch", "openvino"]
 BackendChoice = Literal["auto", "torch", "openvino"]
-BACKENDS: tuple[str, ...] = get_args(Backend)
+BACKEND_CHOICES: tuple[str, ...] = get_args(BackendChoice)
 
 
 def openvino_available() -> bool:
@@ -32,11 +32,18 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def require_openvino() -> None:
+    if not openvino_available():
+        raise EngineError(
+            "cpu_backend 'openvino' needs the openvino package: pip install 'behaviorlm[openvino]'"
+        )
+
+
 def choose_backend(choice: str, *, merged: bool, dtype: str, cuda: bool) -> Backend:
     """``auto``: OpenVINO where it serves the same answers faster (a merged fp32 model on a CPU
     with openvino installed), else torch; an explicit choice is kept (the engine checks it)."""
-    if choice not in get_args(BackendChoice):
-        raise ValueError(f"cpu_backend: expected one of {get_args(BackendChoice)}, got {choice!r}")
+    if choice not in BACKEND_CHOICES:
+        raise ValueError(f"cpu_backend: expected one of {BACKEND_CHOICES}, got {choice!r}")
     if choice != "auto":
         return choice  # type: ignore[return-value]
     fits = merged and dtype == "float32" and not cuda
@@ -58,16 +65,20 @@ def _no_packed_sequence_probe() -> Iterator[None]:
 
 
 class OpenVINODecoder:
-    """``hidden_states(model, input_ids)`` for one merged model, run by OpenVINO's CPU plugin.
+    """``hidden_states(model, input_ids)`` for one merged fp32 model, run by OpenVINO's CPU
+    plugin. ``transform`` rewrites the converted graph and ``config`` adds compile settings
+    (the benchmark's int8 candidate: weight compression and dynamic quantisation).
 
     Called under the engine's lock (one infer request: OpenVINO requests are not reentrant)."""
 
-    def __init__(self, model: Any, threads: int) -> None:
-        if not openvino_available():
-            raise EngineError(
-                "cpu_backend 'openvino' needs the openvino package: "
-                "pip install 'behaviorlm[openvino]'"
-            )
+    def __init__(
+        self,
+        model: Any,
+        threads: int,
+        transform: Callable[[Any], Any] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        require_openvino()
         import openvino as ov
         import torch
 
@@ -79,8 +90,6 @@ class OpenVINODecoder:
             def forward(self, input_ids: Any) -> Any:
                 return self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
 
-        if next(model.parameters()).dtype != torch.float32:
-            raise EngineError("cpu_backend 'openvino' converts an fp32 model: set dtype float32")
         # The tracer warns that `q_length > 1` (sdpa's causal flag) becomes a constant: it is
         # true for every prompt (a header precedes the events), as in the example input.
         with torch.no_grad(), _no_packed_sequence_probe(), warnings.catch_warnings():
@@ -90,12 +99,15 @@ class OpenVINODecoder:
                 example_input=(torch.ones(2, 32, dtype=torch.long),),
                 input=[("input_ids", [-1, -1], ov.Type.i64)],
             )
-        config = {
+        if transform is not None:
+            graph = transform(graph)
+        settings: dict[str, Any] = {
             "INFERENCE_NUM_THREADS": threads,
             "INFERENCE_PRECISION_HINT": "f32",  # exact: no silent bf16 on CPUs that have it
             "PERFORMANCE_HINT": "LATENCY",
+            **(config or {}),
         }
-        self._request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
+        self._request = ov.Core().compile_model(graph, "CPU", settings).create_infer_request()
 
     def __call__(self, _model: Any, input_ids: Any) -> Any:
         import torch

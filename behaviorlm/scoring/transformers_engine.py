@@ -9,7 +9,8 @@ service loads only its default adapter that way. Unmerged adapters are kept in
 the model's dtype (``autocast_adapter_dtype=False``): peft's default upcasts them to fp32 next to a
 bf16 model, which measured ~30% slower on this CPU for no useful precision.
 ``backend="openvino"`` (with ``merge``, fp32, CPU) runs the merged decoder as an OpenVINO graph
-(``openvino_decoder``): the same answers, faster on CPUs without native bf16.
+(``openvino_decoder``): the same answers, faster on CPUs without native bf16; ``"auto"`` picks it
+where that holds and openvino is installed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ from behaviorlm.scoring.base import (
     ScoreResult,
     ScoringEngine,
 )
-from behaviorlm.scoring.openvino_decoder import BACKENDS, OpenVINODecoder, openvino_available
+from behaviorlm.scoring.openvino_decoder import (
+    BACKEND_CHOICES,
+    BackendChoice,
+    OpenVINODecoder,
+    choose_backend,
+    require_openvino,
+)
 from behaviorlm.scoring.readout import TrainedRows, head_rows, score_prompts
 
 __all__ = ["TransformersEngine", "request_temperature"]
@@ -73,23 +80,26 @@ class TransformersEngine(ScoringEngine):
         batch_size: int = 32,
         head_cache_size: int = 64,
         device: str | None = None,
-        backend: str = "torch",
+        backend: BackendChoice = "torch",
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        if backend not in BACKENDS:
-            raise InputError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
+        if backend not in BACKEND_CHOICES:
+            raise InputError(f"backend: expected one of {list(BACKEND_CHOICES)}, got {backend!r}")
         self.base = base
         self.merge = merge
-        self.backend = backend
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.torch_dtype = resolve_torch_dtype(dtype)
-        if backend == "openvino":
-            self._check_openvino(merge, resolve_dtype_here(dtype))
+        dtype_name = resolve_dtype_here(dtype)
+        self.backend = choose_backend(
+            backend, merged=merge, dtype=dtype_name, cuda=self.device != "cpu"
+        )
+        if self.backend == "openvino":
+            self._check_openvino(merge, dtype_name)
         self.tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         self.encoder = PieceEncoder(self.tokenizer)
         model: Any = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=self.torch_dtype)
@@ -119,10 +129,7 @@ class TransformersEngine(ScoringEngine):
                 "backend 'openvino' runs fp32: set dtype float32 (or auto on a CPU "
                 "without native bf16)"
             )
-        if not openvino_available():
-            raise EngineError(
-                "backend 'openvino' needs the openvino package: pip install 'behaviorlm[openvino]'"
-            )
+        require_openvino()
 
     @property
     def serves_one_adapter(self) -> bool:

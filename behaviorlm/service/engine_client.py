@@ -44,26 +44,12 @@ def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
     kind = choose_kind(settings.engine, trained_head=bool(heads))
     if heads and kind != choose_kind(settings.engine):
         log.info("engine auto -> %s: %s have a trained head", kind, ", ".join(heads))
-    opts: dict[str, Any] = {"merge": settings.merge_adapter}
+    # transformers-only options (make_engine drops them for vLLM); the engine resolves a
+    # backend of auto from its own merge, dtype and device
+    opts: dict[str, Any] = {"merge": settings.merge_adapter, "backend": settings.cpu_backend}
     if settings.dtype != "auto":
         opts["dtype"] = settings.dtype
-    if kind == "transformers":
-        opts["backend"] = _cpu_backend(settings)
     return make_engine(kind, resolve_base_model(settings.base_model), **opts), kind
-
-
-def _cpu_backend(settings: ServiceSettings) -> str:
-    import torch
-
-    from behaviorlm.dtypes import resolve_dtype_here
-    from behaviorlm.scoring.openvino_decoder import choose_backend
-
-    return choose_backend(
-        settings.cpu_backend,
-        merged=settings.merge_adapter,
-        dtype=resolve_dtype_here(settings.dtype),
-        cuda=torch.cuda.is_available(),
-    )
 
 
 def adapters_with_head(settings: ServiceSettings) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from behaviorlm.errors import InputError
 from behaviorlm.options import option
@@ -28,7 +28,7 @@ class PrepareConfig:
     split: SplitMode = option(
         "leave-one-out",
         parse=str,
-        choices=("leave-one-out", "ratio", "dataset"),
+        choices=get_args(SplitMode),
         help="leave-one-out: per user, the last target is test, the one before validation, the "
         "rest train (a user with one target has only a test sample); ratio: per user in time "
         "order by --ratios; dataset: the log's own split column (SmartThings' trn/vld/test)",
@@ -45,7 +45,7 @@ class PrepareConfig:
     fallback: Fallback = option(
         "parent",
         parse=str,
-        choices=("parent", "other", "drop"),
+        choices=get_args(Fallback),
         help="what rare behaviors become: their parent category (when the data has one, else "
         "--other-label), one --other-label bucket, or dropped as targets (they stay in "
         "histories)",
@@ -136,7 +136,7 @@ class ReadOptions:
     format: Format = option(
         "generic",
         parse=str,
-        choices=("generic", "context-trails", "smartthings"),
+        choices=get_args(Format),
         help="generic: any CSV/TSV/JSONL/Parquet log with the column options; "
         "context-trails: a Context Trails city directory (checkins.csv.gz) or file; "
         "smartthings: a SmartThings directory (windows.csv.gz) or file",
