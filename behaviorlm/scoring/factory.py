@@ -11,6 +11,7 @@ from behaviorlm.scoring.base import ScoringEngine
 
 EngineKind = Literal["transformers", "vllm", "auto"]
 ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
+VLLMReadout = Literal["auto", "logprobs", "hidden"]
 
 
 def has_cuda() -> bool:
@@ -21,24 +22,31 @@ def has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def choose_kind(kind: str, trained_head: bool = False, cuda: bool | None = None) -> str:
+def choose_kind(kind: str, cuda: bool | None = None) -> str:
     """``auto``: vLLM on a CUDA GPU when vLLM is installed, else transformers.
 
     Without a GPU transformers wins: merged adapters are ~10x faster there than vLLM-CPU's LoRA
-    path (see ENGINE-NOTES.md). ``trained_head``: an adapter to serve has a trained behavior
-    head, which vLLM cannot apply (it refuses such adapters), so ``auto`` picks transformers.
-    ``cuda`` overrides the GPU probe (None: probe).
+    path (see ENGINE-NOTES.md). ``cuda`` overrides the GPU probe (None: probe).
     """
     if kind not in ENGINE_KINDS:
         raise InputError(f"engine: expected one of {', '.join(ENGINE_KINDS)}, got {kind!r}")
     if kind != "auto":
         return kind
-    if trained_head:
-        return "transformers"
     gpu = has_cuda() if cuda is None else cuda
     if gpu and importlib.util.find_spec("vllm") is not None:
         return "vllm"
     return "transformers"
+
+
+def vllm_readout(setting: str, trained_head: bool) -> str:
+    """The vLLM readout for a readout setting: ``auto`` is ``hidden`` (the pooling runner's
+    last hidden state) when an adapter to serve has a trained behavior head, which needs it,
+    else ``logprobs`` (label-token log-probabilities, the measured label-word path)."""
+    if setting not in get_args(VLLMReadout):
+        raise InputError(f"vllm_readout: expected auto, logprobs or hidden, got {setting!r}")
+    if setting != "auto":
+        return setting
+    return "hidden" if trained_head else "logprobs"
 
 
 def make_engine(kind: str, base: BaseModel, **opts: Any) -> ScoringEngine:
@@ -54,5 +62,7 @@ def make_engine(kind: str, base: BaseModel, **opts: Any) -> ScoringEngine:
             opts.pop(transformers_only, None)
         return VLLMEngine(base, **opts)
     from behaviorlm.scoring.transformers_engine import TransformersEngine
+
+    opts.pop("readout", None)  # vLLM's
 
     return TransformersEngine(base, **opts)

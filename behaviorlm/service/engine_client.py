@@ -37,16 +37,18 @@ EngineFactory = Callable[[ServiceSettings], tuple[ScoringEngine, str]]
 def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
     """The engine the settings ask for (slow: loads the base model)."""
     from behaviorlm.base_model import resolve_base_model
-    from behaviorlm.scoring.factory import choose_kind, make_engine
+    from behaviorlm.scoring.factory import choose_kind, make_engine, vllm_readout
 
-    # vLLM refuses trained-head adapters: auto must not pick an engine that would.
-    heads = adapters_with_head(settings) if settings.engine == "auto" else []
-    kind = choose_kind(settings.engine, trained_head=bool(heads))
-    if heads and kind != choose_kind(settings.engine):
-        log.info("engine auto -> %s: %s have a trained head", kind, ", ".join(heads))
+    kind = choose_kind(settings.engine)
     # transformers-only options (make_engine drops them for vLLM); the engine resolves a
     # backend of auto from its own merge, dtype and device
     opts: dict[str, Any] = {"merge": settings.merge_adapter, "backend": settings.cpu_backend}
+    if kind == "vllm":
+        # a trained head needs the readout's hidden state: auto starts vLLM's pooling runner
+        heads = adapters_with_head(settings) if settings.vllm_readout == "auto" else []
+        opts["readout"] = vllm_readout(settings.vllm_readout, trained_head=bool(heads))
+        if heads:
+            log.info("vLLM readout hidden: %s have a trained head", ", ".join(heads))
     if settings.dtype != "auto":
         opts["dtype"] = settings.dtype
     return make_engine(kind, resolve_base_model(settings.base_model), **opts), kind

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from behaviorlm.dtypes import DtypeChoice
 from behaviorlm.errors import InputError
-from behaviorlm.scoring.factory import EngineKind
+from behaviorlm.scoring.factory import EngineKind, VLLMReadout
 from behaviorlm.scoring.openvino_decoder import BackendChoice
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -115,6 +115,14 @@ class ServiceSettings(BaseSettings):
         "(exact fp32, faster where the CPU has no native bf16; needs merge_adapter and the "
         "openvino extra); 'auto': openvino when the adapter is merged, the model runs fp32 and "
         "openvino is installed, else torch",
+    )
+    vllm_readout: VLLMReadout = Field(
+        "auto",
+        description="vLLM engine: how a prediction is read. 'hidden': the pooling runner's last "
+        "hidden state, scored here by the label words or an adapter's trained behavior head "
+        "(one request per prediction); 'logprobs': label-token log-probabilities (label-word "
+        "adapters only, several requests on one prefix-cached prompt); 'auto': hidden when an "
+        "adapter configured at start has a trained head, else logprobs",
     )
     # float16 is not offered: both engines accept only bfloat16 and float32, and a setting
     # an engine rejects after the server listens is worse than one refused here.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The served demo adapter, from the data to the committed folder and its full-split report
 # (issue 32, 2026-12-07): BehaviorLM's two stages with the `cpu` preset as it is since the head
-# screen (all-linear LoRA r16, the trained behavior head with repeat features), seed 0.
+# screen (all-linear LoRA r16, the trained behavior head with repeat features), seed 1: the
+# BehaviorLM arm of experiments/head-screen/ is seed 0, so the demo is that arm's second seed.
 # Resumable: rerun after a kill and each step picks up where it stopped.
 #   bash models/ct-pj-demo/make-demo.sh [runs-dir]
 set -euo pipefail
@@ -17,7 +18,7 @@ DEMO=models/ct-pj-demo
 
 R=; [ -d $RUN ] && R=--resume
 [ -f $RUN/stage2/manifest.json ] || $B train --strategy behaviorlm --data $D --preset cpu \
-  --out $RUN --name ct-pj-demo $R threads=2
+  --out $RUN --name ct-pj-demo $R threads=2 seed=1
 
 # the committed demo: both stages, the run's config and record, the difficulty plot
 rm -rf $DEMO/stage1 $DEMO/stage2

@@ -180,15 +180,17 @@ def open_engine(kind: str, base_spec: str, system: LLMSystem, dtype: str, batch_
     """An engine for one system: the adapter merged into the weights (fastest on CPU)."""
     from behaviorlm.base_model import resolve_base_model
     from behaviorlm.scoring.base import AdapterSpec
-    from behaviorlm.scoring.factory import choose_kind, make_engine
+    from behaviorlm.scoring.factory import choose_kind, make_engine, vllm_readout
 
     base = resolve_base_model(base_spec)
     head = system.manifest is not None and system.manifest.head is not None
-    kind = choose_kind(kind, trained_head=head)
+    kind = choose_kind(kind)
     merge = system.adapter_dir is not None and kind == "transformers"
     opts: dict[str, Any] = {"dtype": dtype, "batch_size": batch_size}
     if merge:
         opts["merge"] = True
+    if kind == "vllm":
+        opts["readout"] = vllm_readout("auto", trained_head=head)
     engine = make_engine(kind, base, **opts)
     if system.adapter_dir is not None and system.manifest is not None:
         engine.load_adapter(AdapterSpec(system.name, system.adapter_dir, system.manifest))

@@ -150,15 +150,21 @@ def test_manifest_checks_refuse_a_mismatched_head(
         engine.load_adapter(AdapterSpec("z", other.path, wrong))
 
 
-def test_auto_engine_picks_transformers_for_a_trained_head() -> None:
-    # cuda=True stands in for a GPU (none here): with vLLM installed auto would pick it, but
-    # vLLM cannot apply a trained head, so an adapter with one gets transformers.
+def test_auto_engine_and_vllm_readout_for_a_trained_head() -> None:
+    # cuda=True stands in for a GPU (none here): with vLLM installed auto picks it, and a
+    # trained head makes vLLM read the hidden state (the only readout that can apply it).
     import importlib.util
 
-    from behaviorlm.scoring.factory import choose_kind
+    from behaviorlm.errors import InputError
+    from behaviorlm.scoring.factory import choose_kind, vllm_readout
 
-    assert choose_kind("auto", trained_head=True, cuda=True) == "transformers"
     assert choose_kind("auto", cuda=False) == "transformers"
     if importlib.util.find_spec("vllm") is not None:
         assert choose_kind("auto", cuda=True) == "vllm"
-    assert choose_kind("vllm", trained_head=True) == "vllm"  # explicit: vLLM refuses it at load
+    assert choose_kind("vllm") == "vllm"
+    assert vllm_readout("auto", trained_head=True) == "hidden"
+    assert vllm_readout("auto", trained_head=False) == "logprobs"
+    assert vllm_readout("logprobs", trained_head=True) == "logprobs"  # refused at load
+    assert vllm_readout("hidden", trained_head=False) == "hidden"
+    with pytest.raises(InputError, match="vllm_readout"):
+        vllm_readout("pooled", trained_head=False)

@@ -148,16 +148,17 @@ def test_more_label_tokens_than_vllm_returns_at_once(engines: Any, smollm2_token
     assert got.extra["vllm_requests"] == -(-len(head.union) // 128)
 
 
-def test_a_trained_head_adapter_is_refused_with_a_clear_error(
+def test_the_logprobs_readout_refuses_a_trained_head_with_a_clear_error(
     engines: Any, tiny_model: Any, tiny_adapters: list[AdapterSpec], tmp_path: Any
 ) -> None:
-    """vLLM returns token log-probabilities, not the readout's hidden state: scoring format 4
-    cannot be served there, and the error says to use the transformers engine."""
+    """Label-token log-probabilities cannot apply a trained head (it multiplies the readout's
+    hidden state): the error names the readout that can (test_vllm_hidden_readout.py)."""
     from behaviorlm.errors import EngineError
     from tests.head_helpers import attach_head
 
     vllm, _ = engines
+    assert vllm.readout == "logprobs"
     spec = attach_head(tiny_adapters[0], tmp_path / "head", tiny_model)
-    with pytest.raises(EngineError, match=r"trained behavior head.*engine=transformers"):
+    with pytest.raises(EngineError, match=r"trained behavior head.*readout 'hidden'"):
         vllm.load_adapter(spec)
     assert spec.name not in vllm.adapters
