@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from behaviorlm.head import BehaviorHead
 from behaviorlm.labels import LabelHead, softmax
 
 # Padded tokens per scoring forward (rows x longest row): bounds activation memory.
@@ -148,6 +149,63 @@ class TrainedRows:
 
     weight: Any  # [B, d]
     bias: Any  # [B]
+
+
+class TrainedHeads:
+    """Both engines' trained behavior heads (scoring format 4) by adapter, and their rows per
+    candidate list as :class:`TrainedRows` on ``device`` (the vocabulary's, a request's
+    candidates), at most ``cache_size`` lists."""
+
+    def __init__(self, device: Any, cache_size: int) -> None:
+        self.device = device
+        self.cache_size = cache_size
+        self._heads: dict[str, BehaviorHead] = {}
+        self._rows: dict[tuple[str, tuple[str, ...]], TrainedRows] = {}
+
+    @staticmethod
+    def load(spec: Any, hidden_size: int) -> BehaviorHead | None:
+        """``spec``'s (an AdapterSpec) trained head, checked against its manifest and the
+        model's hidden size; None for a label-word adapter."""
+        info = spec.manifest.head
+        if info is None:
+            return None
+        names = [e.name for e in spec.manifest.vocabulary]
+        return BehaviorHead.load(spec.path, info, names, hidden_size, where=str(spec.path))
+
+    def set(self, adapter: str, head: BehaviorHead | None) -> None:
+        """``adapter`` (re)loaded with ``head`` (None: none): its cached rows are dropped."""
+        self.drop(adapter)
+        if head is not None:
+            self._heads[adapter] = head
+
+    def drop(self, adapter: str) -> None:
+        self._heads.pop(adapter, None)
+        self._rows = {k: v for k, v in self._rows.items() if k[0] != adapter}
+
+    def get(self, adapter: str | None) -> BehaviorHead | None:
+        return self._heads.get(adapter) if adapter is not None else None
+
+    def rows(
+        self, adapter: str, label: LabelHead, union_weight: Callable[[], np.ndarray]
+    ) -> TrainedRows:
+        """The rows for ``label``'s names; names outside the vocabulary by the initialisation
+        rule, from ``union_weight()`` (the output head's rows of the label union)."""
+        import torch
+
+        key = (adapter, label.names)
+        rows = self._rows.get(key)
+        if rows is not None:
+            return rows
+        trained = self._heads[adapter]
+        new = any(n not in trained.index for n in label.names)
+        weight, bias = trained.rows(label.names, label, union_weight() if new else None)
+        rows = TrainedRows(
+            torch.as_tensor(weight, device=self.device), torch.as_tensor(bias, device=self.device)
+        )
+        if len(self._rows) >= self.cache_size:
+            self._rows.pop(next(iter(self._rows)))
+        self._rows[key] = rows
+        return rows
 
 
 def score_prompts(

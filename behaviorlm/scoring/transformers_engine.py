@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+import numpy as np
+
 from behaviorlm.base_model import BaseModel
 from behaviorlm.dtypes import DtypeChoice, resolve_dtype_here, resolve_torch_dtype
 from behaviorlm.errors import EngineError, InputError
-from behaviorlm.head import BehaviorHead
 from behaviorlm.labels import LabelHead
 from behaviorlm.prompt import PieceEncoder
 from behaviorlm.scoring.base import (
@@ -40,7 +41,7 @@ from behaviorlm.scoring.openvino_decoder import (
     choose_backend,
     require_openvino,
 )
-from behaviorlm.scoring.readout import TrainedRows, head_rows, score_prompts
+from behaviorlm.scoring.readout import TrainedHeads, TrainedRows, head_rows, score_prompts
 
 __all__ = ["TransformersEngine", "request_temperature"]
 
@@ -109,11 +110,7 @@ class TransformersEngine(ScoringEngine):
         self._merged: dict[str, tuple[Any, Any]] = {}
         self._specs: dict[str, AdapterSpec] = {}
         self.heads = HeadCache(self.encoder, head_cache_size)
-        # Trained behavior heads (scoring format 4) by adapter, and their rows per candidate
-        # list on the device (the vocabulary's, a request's candidates).
-        self._trained: dict[str, BehaviorHead] = {}
-        self._rows: dict[tuple[str, tuple[str, ...]], TrainedRows] = {}
-        self._head_cache_size = head_cache_size
+        self._trained = TrainedHeads(self.device, head_cache_size)
         pad = self.tokenizer.pad_token_id
         self._pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
         # peft's active adapter is model state: one group at a time.
@@ -148,7 +145,7 @@ class TransformersEngine(ScoringEngine):
 
         spec.manifest.check_compatible(self.base.ref, self.encoder, where=str(spec.path))
         spec.manifest.label_head()  # colliding names are refused before anything is loaded
-        trained = self._load_head(spec)
+        trained = TrainedHeads.load(spec, int(self._model.config.hidden_size))
         with self._lock:
             if self.merge:
                 self._merge(spec)
@@ -177,11 +174,7 @@ class TransformersEngine(ScoringEngine):
                     ) from exc
                 self._peft.eval()
             self._specs[spec.name] = spec
-            self._rows = {k: v for k, v in self._rows.items() if k[0] != spec.name}
-            if trained is None:
-                self._trained.pop(spec.name, None)
-            else:
-                self._trained[spec.name] = trained
+            self._trained.set(spec.name, trained)
 
     def _merge(self, spec: AdapterSpec) -> None:
         """``spec`` merged into its own copy of the base weights (the first adapter into the
@@ -204,38 +197,15 @@ class TransformersEngine(ScoringEngine):
         self._merged[spec.name] = (model, forward)
         self._model = model
 
-    def _load_head(self, spec: AdapterSpec) -> BehaviorHead | None:
-        """The adapter's trained behavior head, checked against its manifest and this model."""
-        info = spec.manifest.head
-        if info is None:
-            return None
-        names = [e.name for e in spec.manifest.vocabulary]
-        return BehaviorHead.load(
-            spec.path, info, names, int(self._model.config.hidden_size), where=str(spec.path)
-        )
-
     def _trained_rows(self, adapter: str, head: LabelHead) -> TrainedRows:
-        """The trained head's rows for these candidates (names outside the vocabulary by the
-        initialisation rule), cached on the device."""
+        """The trained head's rows for ``head``'s names, on the device (cached)."""
         import torch
 
-        key = (adapter, head.names)
-        rows = self._rows.get(key)
-        if rows is not None:
-            return rows
-        trained = self._trained[adapter]
-        union_weight = None
-        if any(n not in trained.index for n in head.names):
+        def union_weight() -> np.ndarray:
             union = torch.as_tensor(head.union, device=self.device)
-            union_weight = head_rows(self._model, union)[0].float().cpu().numpy()
-        weight, bias = trained.rows(head.names, head, union_weight)
-        rows = TrainedRows(
-            torch.as_tensor(weight, device=self.device), torch.as_tensor(bias, device=self.device)
-        )
-        if len(self._rows) >= self._head_cache_size:
-            self._rows.pop(next(iter(self._rows)))
-        self._rows[key] = rows
-        return rows
+            return head_rows(self._model, union)[0].float().cpu().numpy()
+
+        return self._trained.rows(adapter, head, union_weight)
 
     def unload_adapter(self, name: str) -> None:
         with self._lock:
@@ -248,8 +218,7 @@ class TransformersEngine(ScoringEngine):
             else:
                 self._peft.delete_adapter(name)
             del self._specs[name]
-            self._trained.pop(name, None)
-            self._rows = {k: v for k, v in self._rows.items() if k[0] != name}
+            self._trained.drop(name)
 
     def _active(self, adapter: str | None) -> tuple[Any, AbstractContextManager[Any], Any]:
         """The model to call for a group, the context that selects its adapter, and the
@@ -283,7 +252,7 @@ class TransformersEngine(ScoringEngine):
             temps = [request_temperature(r, self._specs) for r in batch]
             ids = [self.encoder.encode(r.prompt) for r in batch]
             with self._lock:
-                trained = self._trained.get(adapter) if adapter is not None else None
+                trained = self._trained.get(adapter)
                 rows = None
                 extra = None
                 if trained is not None and adapter is not None:

@@ -55,7 +55,7 @@ from behaviorlm.scoring.base import (
     ScoreResult,
     ScoringEngine,
 )
-from behaviorlm.scoring.readout import TrainedRows, score_readouts
+from behaviorlm.scoring.readout import TrainedHeads, score_readouts
 from behaviorlm.scoring.transformers_engine import check_adapters_known, request_temperature
 
 T = TypeVar("T")
@@ -148,12 +148,9 @@ class VLLMEngine(ScoringEngine):
         self.encoder = PieceEncoder(self.tokenizer)
         self.heads = HeadCache(self.encoder, head_cache_size)
         self.readout = readout
-        # readout hidden: the output head's weight (and bias) on the host in fp32, the trained
-        # heads by adapter and their rows per candidate list
+        # readout hidden: the output head's weight (and bias) on the host in fp32
         self._output: tuple[Any, Any | None] | None = None
-        self._trained: dict[str, BehaviorHead] = {}
-        self._rows: dict[tuple[str, tuple[str, ...]], TrainedRows] = {}
-        self._head_cache_size = head_cache_size
+        self._trained = TrainedHeads("cpu", head_cache_size)
         if readout == "hidden":
             self._output = output_head(base)
         self._specs: dict[str, AdapterSpec] = {}
@@ -251,11 +248,7 @@ class VLLMEngine(ScoringEngine):
         with self._lock:
             self._specs[spec.name] = spec
             self._loras[spec.name] = lora
-            self._rows = {k: v for k, v in self._rows.items() if k[0] != spec.name}
-            if trained is None:
-                self._trained.pop(spec.name, None)
-            else:
-                self._trained[spec.name] = trained
+            self._trained.set(spec.name, trained)
         if old is not None:
             self._run(self._llm.remove_lora(old.lora_int_id))
 
@@ -265,8 +258,7 @@ class VLLMEngine(ScoringEngine):
                 raise InputError(f"adapter {name!r} is not loaded")
             lora = self._loras.pop(name)
             del self._specs[name]
-            self._trained.pop(name, None)
-            self._rows = {k: v for k, v in self._rows.items() if k[0] != name}
+            self._trained.drop(name)
         self._run(self._llm.remove_lora(lora.lora_int_id))
 
     def _load_head(self, spec: AdapterSpec) -> BehaviorHead | None:
@@ -284,32 +276,7 @@ class VLLMEngine(ScoringEngine):
                 "or auto with a trained-head adapter configured at start) or use "
                 "engine=transformers"
             )
-        names = [e.name for e in spec.manifest.vocabulary]
-        weight = self._output[0]
-        return BehaviorHead.load(spec.path, info, names, int(weight.shape[1]), where=str(spec.path))
-
-    def _trained_rows(self, adapter: str, head: LabelHead) -> TrainedRows:
-        """The trained head's rows for these candidates (names outside the vocabulary by the
-        initialisation rule), cached."""
-        import torch
-
-        key = (adapter, head.names)
-        rows = self._rows.get(key)
-        if rows is not None:
-            return rows
-        assert self._output is not None
-        trained = self._trained[adapter]
-        union_weight = None
-        if any(n not in trained.index for n in head.names):
-            union = torch.as_tensor(head.union)
-            union_weight = self._output[0].index_select(0, union).numpy()
-        weight, bias = trained.rows(head.names, head, union_weight)
-        rows = TrainedRows(torch.as_tensor(weight), torch.as_tensor(bias))
-        with self._lock:
-            if len(self._rows) >= self._head_cache_size:
-                self._rows.pop(next(iter(self._rows)))
-            self._rows[key] = rows
-        return rows
+        return TrainedHeads.load(spec, int(self._output[0].shape[1]))
 
     async def _hidden(self, ids: list[int], lora: Any) -> Any:
         """[d] fp32 final hidden state at the prompt's last token (pooling runner)."""
@@ -340,10 +307,14 @@ class VLLMEngine(ScoringEngine):
         weight, bias = self._output
         logits = rows @ weight.T if bias is None else rows @ weight.T + bias
         lse = torch.logsumexp(logits, dim=-1).double().numpy()
-        trained = self._trained.get(request.adapter) if request.adapter is not None else None
+        trained = self._trained.get(request.adapter)
         rows_of, extra = None, None
         if trained is not None and request.adapter is not None:
-            rows_of = self._trained_rows(request.adapter, head)
+            union = torch.as_tensor(head.union)
+            with self._lock:
+                rows_of = self._trained.rows(
+                    request.adapter, head, lambda: weight.index_select(0, union).numpy()
+                )
             extra = trained.feature_logits(request.past, head.names)
         ((probs, mass),) = score_readouts(
             rows,

@@ -101,7 +101,8 @@ def test_unloading_a_head_adapter_forgets_its_rows(engines: Any, tmp_path: Path)
     vllm, _, head = engines
     names = tuple(head.manifest.to_vocabulary().names)
     vllm.score_batch([ScoreRequest(PROMPTS[0], names, head.name)])
-    assert any(k[0] == head.name for k in vllm._rows)
+    assert any(k[0] == head.name for k in vllm._trained._rows)
     vllm.unload_adapter(head.name)
-    assert head.name not in vllm.adapters and not any(k[0] == head.name for k in vllm._rows)
+    assert head.name not in vllm.adapters
+    assert not any(k[0] == head.name for k in vllm._trained._rows)
     vllm.load_adapter(head)  # back, for any later test
