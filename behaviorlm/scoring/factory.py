@@ -8,10 +8,11 @@ from typing import Any, Literal, get_args
 from behaviorlm.base_model import BaseModel
 from behaviorlm.errors import InputError
 from behaviorlm.scoring.base import ScoringEngine
+from behaviorlm.scoring.readout import VLLMReadoutKind
 
 EngineKind = Literal["transformers", "vllm", "auto"]
 ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
-VLLMReadout = Literal["auto", "logprobs", "hidden"]
+VLLMReadout = Literal["auto", VLLMReadoutKind]  # auto: hidden when an adapter has a head
 
 
 def has_cuda() -> bool:
@@ -43,7 +44,8 @@ def vllm_readout(setting: str, trained_head: bool) -> str:
     last hidden state) when an adapter to serve has a trained behavior head, which needs it,
     else ``logprobs`` (label-token log-probabilities, the measured label-word path)."""
     if setting not in get_args(VLLMReadout):
-        raise InputError(f"vllm_readout: expected auto, logprobs or hidden, got {setting!r}")
+        choices = ", ".join(get_args(VLLMReadout))
+        raise InputError(f"vllm_readout: expected one of {choices}, got {setting!r}")
     if setting != "auto":
         return setting
     return "hidden" if trained_head else "logprobs"

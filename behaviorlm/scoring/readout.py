@@ -23,12 +23,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from behaviorlm.head import BehaviorHead
 from behaviorlm.labels import LabelHead, softmax
+
+# How a vLLM engine reads a prompt's scores: label-token log-probabilities, or the final hidden
+# state from its pooling runner (which a trained behavior head needs).
+VLLMReadoutKind = Literal["logprobs", "hidden"]
+VLLM_READOUTS: tuple[str, ...] = get_args(VLLMReadoutKind)
 
 # Padded tokens per scoring forward (rows x longest row): bounds activation memory.
 SCORING_TOKEN_BUDGET = 16_384

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import shutil
 import threading
@@ -55,14 +56,13 @@ from behaviorlm.scoring.base import (
     ScoreResult,
     ScoringEngine,
 )
-from behaviorlm.scoring.readout import TrainedHeads, score_readouts
+from behaviorlm.scoring.readout import VLLM_READOUTS, TrainedHeads, score_readouts
 from behaviorlm.scoring.transformers_engine import check_adapters_known, request_temperature
 
 T = TypeVar("T")
 IDENTITY_RANK = 8
 IDENTITY_TARGETS = ("q_proj", "v_proj")
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as max_lora_rank
-READOUTS = ("logprobs", "hidden")
 
 
 def identity_adapter(base: BaseModel, rank: int = IDENTITY_RANK) -> Path:
@@ -93,8 +93,22 @@ def identity_adapter(base: BaseModel, rank: int = IDENTITY_RANK) -> Path:
 
 
 def output_head(base: BaseModel) -> tuple[Any, Any | None]:
-    """(weight [vocab, d], bias [vocab] or None) of ``base``'s output head, fp32 on the host."""
+    """(weight [vocab, d], bias [vocab] or None) of ``base``'s output head, fp32 on the host.
+
+    Read from the checkpoint's safetensors (``lm_head.*``, else the input embedding when the
+    config ties them), so
+    starting the engine does not build a second, fp32 copy of the model (540 MB for SmolLM2);
+    a checkpoint laid out otherwise is loaded with transformers."""
     import torch
+
+    tensors = checkpoint_tensors(base.path, ("lm_head.weight", "lm_head.bias"))
+    config = json.loads((base.path / "config.json").read_text())
+    if "lm_head.weight" not in tensors and config.get("tie_word_embeddings") is True:
+        tensors |= checkpoint_tensors(base.path, ("model.embed_tokens.weight",))
+    weight = tensors.get("lm_head.weight", tensors.get("model.embed_tokens.weight"))
+    if weight is not None:
+        bias = tensors.get("lm_head.bias")
+        return weight.to(torch.float32), (bias.to(torch.float32) if bias is not None else None)
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32)
@@ -105,6 +119,18 @@ def output_head(base: BaseModel) -> tuple[Any, Any | None]:
     return weight, (bias.detach().clone() if bias is not None else None)
 
 
+def checkpoint_tensors(path: Path, names: Sequence[str]) -> dict[str, Any]:
+    """The tensors of ``names`` found in the ``*.safetensors`` files under ``path``."""
+    from safetensors import safe_open
+
+    found: dict[str, Any] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as shard:
+            for name in set(names) & set(shard.keys()):
+                found[name] = shard.get_tensor(name)
+    return found
+
+
 class VLLMEngine(ScoringEngine):
     """vLLM ``AsyncLLM`` with LoRA; a few label-token reads per prompt, prefix caching on."""
 
@@ -113,7 +139,8 @@ class VLLMEngine(ScoringEngine):
 
     @property
     def served_as(self) -> tuple[str, str]:
-        return ("vllm", self.dtype)
+        # the readout is part of what serves: hidden runs vLLM's pooling runner, not its sampler
+        return ("vllm-hidden" if self.readout == "hidden" else "vllm", self.dtype)
 
     def __init__(
         self,
@@ -131,8 +158,8 @@ class VLLMEngine(ScoringEngine):
     ) -> None:
         from transformers import AutoTokenizer
 
-        if readout not in READOUTS:
-            raise InputError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if readout not in VLLM_READOUTS:
+            raise InputError(f"readout must be one of {VLLM_READOUTS}, got {readout!r}")
         if max_lora_rank not in LORA_RANKS:
             raise InputError(f"max_lora_rank must be one of {LORA_RANKS}, got {max_lora_rank}")
         if max_loras < 2:

@@ -206,7 +206,10 @@ class ModelInfo(BaseModel):
 class ModelsResponse(BaseModel):
     engine: str
     engine_backend: str | None = Field(
-        None, description="what computes the forward: torch, openvino (CPU) or vllm"
+        None,
+        description="what computes the forward: torch, openvino (CPU), vllm (scores read from"
+        " label-token log-probabilities) or vllm-hidden (read from vLLM's pooling runner's last"
+        " hidden state: trained behavior heads)",
     )
     dtype: str | None = Field(None, description="the compute dtype served: float32 or bfloat16")
     default_adapter: str | None
