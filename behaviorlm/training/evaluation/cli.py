@@ -41,6 +41,16 @@ def register(sub: Any) -> None:
         "max), printed and written to --out/compare.md, compare.json and anchor_vs_tail.png "
         "if --out",
     )
+    p.add_argument(
+        "--compare-as",
+        action="append",
+        default=[],
+        metavar="SYSTEM=NAME",
+        help="with --compare: read the system SYSTEM (as its report names it, with its +T and "
+        "hybrid rows) as NAME, so a run trained under another name joins its seeds, e.g. "
+        "ct-pj-demo/stage2=behaviorlm-head-alllin-seed1/stage2; repeatable, and the table "
+        "lists every renaming",
+    )
     f = p.add_argument_group(
         "few-shot tail experiment (--fewshot): hold out tail behaviors, train adapters with k "
         "examples of each, report their recall/F1; uses --data, --out, --base-model, --engine, "
@@ -75,7 +85,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     from behaviorlm.training.evaluation.report import compare, plot_anchor_vs_tail
 
-    text, summary = compare(args.compare)
+    text, summary = compare(args.compare, parse_renames(args.compare_as))
     print(text)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +94,17 @@ def _compare(args: argparse.Namespace) -> int:
         plot_anchor_vs_tail(summary["systems"], args.out / "anchor_vs_tail.png")
         print(f"wrote {args.out}/compare.md")
     return 0
+
+
+def parse_renames(pairs: list[str]) -> dict[str, str]:
+    """``--compare-as SYSTEM=NAME`` values as {SYSTEM: NAME}."""
+    renames: dict[str, str] = {}
+    for pair in pairs:
+        old, sep, new = pair.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise InputError(f"--compare-as: expected SYSTEM=NAME, got {pair!r}")
+        renames[old.strip()] = new.strip()
+    return renames
 
 
 def _fewshot(args: argparse.Namespace) -> int:

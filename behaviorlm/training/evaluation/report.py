@@ -8,7 +8,7 @@ import math
 import os
 import platform
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -425,10 +425,25 @@ def find_report(path: Path) -> Path:
 SEED_SUFFIX = re.compile(r"-seed\d+(?=/|$|:| )")
 
 
-def compare(paths: Sequence[Path]) -> tuple[str, dict[str, Any]]:
+def renamed(name: str, renames: Mapping[str, str]) -> tuple[str, str | None]:
+    """``name`` with a leading system of ``renames`` replaced (the system itself and the rows
+    derived from it: ``<system> +T``, ``<system> x sasrec (hybrid)``), and which one."""
+    for old, new in renames.items():
+        if name == old or name.startswith(old + " "):
+            return new + name[len(old) :], old
+    return name, None
+
+
+def compare(
+    paths: Sequence[Path], renames: Mapping[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
     """One table with every system of every report (prefixed by the report's directory),
     their 95% intervals, and, for runs named ``<run>-seed<k>``, the mean over seeds with the
-    spread (min, max)."""
+    spread (min, max). ``renames`` reads a system under another name (a run trained under a
+    name of its own joins its seeds); every renaming is listed, and one matching no system is
+    an error."""
+    renames = dict(renames or {})
+    used: set[str] = set()
     merged: list[dict[str, Any]] = []
     sources = []
     for p in paths:
@@ -446,10 +461,17 @@ def compare(paths: Sequence[Path]) -> tuple[str, dict[str, Any]]:
             }
         )
         for s in rep["systems"]:
-            merged.append({**s, "name": f"{label}: {s['name']}", "system": s["name"]})
+            name, old = renamed(s["name"], renames)
+            used |= {old} if old else set()
+            merged.append({**s, "name": f"{label}: {name}", "system": name})
+    if unused := sorted(set(renames) - used):
+        raise InputError(
+            f"--compare-as: no system named {', '.join(map(repr, unused))} in the reports"
+        )
     datasets = {s["data"] for s in sources}
     lines = ["# Comparison", ""]
     lines += [f"- `{s['report']}`: data `{s['data']}`, {s['samples']} samples" for s in sources]
+    lines += [f"- `{old}` is read as `{new}` (`--compare-as`)" for old, new in renames.items()]
     if len(datasets) > 1 or len({s["samples"] for s in sources}) > 1:
         lines.append("- Note: the reports use different data or sample sets; compare with care.")
     lines += ["", *main_table(merged, with_samples=True), ""]

@@ -114,6 +114,21 @@ def test_classical_report_and_compare(
     assert row.split("|")[3].strip() == "0.500 (0.400, 0.600)"
     assert "- demo/stage2: s0: demo/stage2, s1: demo-seed1/stage2" in printed
 
+    # --compare-as: a run trained under another name joins the seeds, and the table says so.
+    rep["systems"][0]["name"] = "served-demo/stage2"
+    (tmp_path / "s0" / "report.json").write_text(json.dumps(rep))
+    args = ["eval", "--compare", str(tmp_path / "s0"), str(tmp_path / "s1")]
+    rc = main([*args, "--compare-as", "served-demo/stage2=demo-seed2/stage2"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    (row,) = [line for line in printed.splitlines() if line.startswith("| demo/stage2 | 2 |")]
+    assert row.split("|")[3].strip() == "0.500 (0.400, 0.600)"
+    assert "- `served-demo/stage2` is read as `demo-seed2/stage2` (`--compare-as`)" in printed
+    assert main([*args, "--compare-as", "nothing/stage2=x"]) == 2
+    assert "no system named 'nothing/stage2'" in capsys.readouterr().err
+    assert main([*args, "--compare-as", "no-equals-sign"]) == 2
+    assert "expected SYSTEM=NAME, got 'no-equals-sign'" in capsys.readouterr().err
+
 
 def test_bad_input_is_named(
     prepared: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
