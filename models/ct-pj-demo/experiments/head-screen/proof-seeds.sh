@@ -1,24 +1,50 @@
 #!/usr/bin/env bash
 # Further seeds of the proof's two LLM arms on the full PJ test split (issue 32), as run on
-# 2026-12-07 (2-core AMD EPYC, native bf16): the all-linear `sft` arm of screen.sh with seed N
-# (the same overrides as its seed 0), then its report with the adapters alone. BehaviorLM's
-# second seed is the served demo (models/ct-pj-demo/make-demo.sh, seed 1; its report is
-# models/ct-pj-demo/eval/). Resumable: a finished seed is skipped, a killed one resumes.
-#   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh [seeds...]   (default: 1)
+# 2026-12-07 (2-core AMD EPYC, native bf16), each followed by its report with the adapters alone:
+#   sft         the all-linear `sft` arm of screen.sh with seed N (the same overrides as seed 0)
+#   behaviorlm  BehaviorLM's two stages with the `cpu` preset (all-linear r16, head, repeats), as
+#               make-demo.sh trains them; seed 0 is proof-full-bl/, seed 1 the served demo
+#               (models/ct-pj-demo/eval/)
+# Resumable: a finished seed is skipped, a killed one resumes.
+#   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh [seeds...]       (sft; default: 1)
+#   ARM=behaviorlm bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 2
+# Then the comparison over seeds (proof-seeds-comparison/):
+#   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh --compare
 set -euo pipefail
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
 B=.venv/bin/behaviorlm
 D=runs/data/ct-pj-local
 OUT=runs/proof-seeds
+HERE=models/ct-pj-demo/experiments/head-screen
+ARM=${ARM:-sft}
 QV="lora.r=8 lora.alpha=16 lora.target_modules=[q_proj,v_proj]"
 ALL_LINEAR='lora={r: 16, alpha: 32, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}'
+
+if [ "${1:-}" = "--compare" ]; then
+  # every seed's report that exists; the demo is read as BehaviorLM's seed 1
+  reports=($HERE/proof-full $HERE/proof-full-bl models/ct-pj-demo/eval)
+  for r in $OUT/eval-*/; do [ -f "$r/report.json" ] && reports+=("${r%/}"); done
+  exec $B eval --compare "${reports[@]}" \
+    --compare-as ct-pj-demo/stage2=behaviorlm-head-alllin-seed1/stage2 --out $HERE/proof-seeds-comparison
+fi
+
 for seed in "${@:-1}"; do
-  name=sft-head-alllin-seed$seed
+  if [ "$ARM" = sft ]; then
+    name=sft-head-alllin-seed$seed stage=sft
+    args=(--strategy sft "head.trained=true" $QV "head.repeat_window=50" "$ALL_LINEAR")
+  elif [ "$ARM" = behaviorlm ]; then
+    name=behaviorlm-head-alllin-seed$seed stage=stage2
+    args=(--strategy behaviorlm)
+  else
+    echo "ARM must be sft or behaviorlm, got $ARM" >&2; exit 2
+  fi
   R=; [ -d $OUT/$name ] && R=--resume
-  [ -f $OUT/$name/sft/manifest.json ] || $B train --strategy sft --data $D --preset cpu \
-    --out $OUT/$name --name $name $R threads=2 head.trained=true $QV head.repeat_window=50 \
-    "$ALL_LINEAR" seed=$seed
-  [ -f $OUT/eval-$name/report.json ] || $B eval --data $D --runs $OUT/$name --systems adapters \
+  [ -f $OUT/$name/$stage/manifest.json ] || $B train "${args[0]}" "${args[1]}" --data $D --preset cpu \
+    --out $OUT/$name --name $name $R threads=2 "${args[@]:2}" seed=$seed
+  # the report of the final stage only (stage 1 of behaviorlm is not an arm of the proof)
+  mkdir -p $OUT/final/$name
+  ln -sfn "$(realpath $OUT/$name/$stage)" $OUT/final/$name/$stage
+  [ -f $OUT/eval-$name/report.json ] || $B eval --data $D --runs $OUT/final/$name --systems adapters \
     --max-validation-samples 2500 --seed 0 --engine transformers --logit-adjust '' \
     --out $OUT/eval-$name
 done
