@@ -46,3 +46,14 @@ def attach_head(
     )
     manifest.save(dest)
     return AdapterSpec(src.name + "-head", dest, AdapterManifest.load(dest))
+
+
+def models_with_count_head(models: Path, src: Any, base: Any) -> Path:
+    """A models directory of adapter ``src`` as ``a0`` and its copy with a head as ``a0-head``:
+    rows with seeded noise 0.05, repeat window 40 and only the log-count feature weighted
+    (3.0), so a behavior the history repeats shows it in the probabilities."""
+    shutil.copytree(src.path, models / "a0")
+    weights = np.zeros(len(FEATURES), np.float32)
+    weights[FEATURES.index("log_count")] = 3.0
+    attach_head(src, models / "a0-head", base, 0.05, repeat_window=40, feature_weights=weights)
+    return models

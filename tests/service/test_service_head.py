@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
-from behaviorlm.repeats import FEATURES
-from tests.head_helpers import attach_head
+from tests.head_helpers import models_with_count_head
 from tests.service.service_helpers import ServerThread, history, settings_for
 
 
@@ -19,20 +17,8 @@ from tests.service.service_helpers import ServerThread, history, settings_for
 def server(
     tmp_path_factory: pytest.TempPathFactory, tiny_model: Any, tiny_adapters: list[Any]
 ) -> Iterator[ServerThread]:
-    import shutil
-
-    root = tmp_path_factory.mktemp("head-service")
-    models = root / "models"
-    shutil.copytree(tiny_adapters[0].path, models / "a0")
-    weights = np.zeros(len(FEATURES), np.float32)
-    weights[FEATURES.index("log_count")] = 3.0
-    attach_head(
-        tiny_adapters[0],
-        models / "a0-head",
-        tiny_model,
-        0.05,
-        repeat_window=40,
-        feature_weights=weights,
+    models = models_with_count_head(
+        tmp_path_factory.mktemp("head-service") / "models", tiny_adapters[0], tiny_model
     )
     srv = ServerThread(settings_for(models, tiny_model, default_adapter="a0-head")).start()
     yield srv

@@ -7,17 +7,14 @@ Its own module (one vLLM start), after ``test_service_vllm.py``'s engine is clos
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
-from behaviorlm.repeats import FEATURES
-from tests.head_helpers import attach_head
+from tests.head_helpers import models_with_count_head
 from tests.service.service_helpers import ServerThread, history, settings_for
 
 pytestmark = [
@@ -33,18 +30,7 @@ def head_models(
     tmp_path_factory: pytest.TempPathFactory, tiny_model: Any, tiny_adapters: list[Any]
 ) -> Path:
     models = tmp_path_factory.mktemp("vllm-hidden") / "models"
-    shutil.copytree(tiny_adapters[0].path, models / "a0")
-    weights = np.zeros(len(FEATURES), np.float32)
-    weights[FEATURES.index("log_count")] = 3.0
-    attach_head(
-        tiny_adapters[0],
-        models / "a0-head",
-        tiny_model,
-        0.05,
-        repeat_window=40,
-        feature_weights=weights,
-    )
-    return models
+    return models_with_count_head(models, tiny_adapters[0], tiny_model)
 
 
 @pytest.fixture(scope="module")
