@@ -5,6 +5,7 @@
 #   behaviorlm  BehaviorLM's two stages with the `cpu` preset (all-linear r16, head, repeats), as
 #               make-demo.sh trains them; seed 0 is proof-full-bl/, seed 1 the served demo
 #               (models/ct-pj-demo/eval/)
+# Adapters go to runs/proof-seeds/ (not committed), reports to proof-seeds/<arm>-...-seed<N>/ here.
 # Resumable: a finished seed is skipped, a killed one resumes.
 #   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh [seeds...]       (sft; default: 1)
 #   ARM=behaviorlm bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 2
@@ -23,7 +24,7 @@ ALL_LINEAR='lora={r: 16, alpha: 32, dropout: 0.0, target_modules: [q_proj, k_pro
 if [ "${1:-}" = "--compare" ]; then
   # every seed's report that exists; the demo is read as BehaviorLM's seed 1
   reports=($HERE/proof-full $HERE/proof-full-bl models/ct-pj-demo/eval)
-  for r in $OUT/eval-*/; do [ -f "$r/report.json" ] && reports+=("${r%/}"); done
+  for r in $HERE/proof-seeds/*/; do [ -f "$r/report.json" ] && reports+=("${r%/}"); done
   exec $B eval --compare "${reports[@]}" \
     --compare-as ct-pj-demo/stage2=behaviorlm-head-alllin-seed1/stage2 --out $HERE/proof-seeds-comparison
 fi
@@ -44,7 +45,7 @@ for seed in "${@:-1}"; do
   # the report of the final stage only (stage 1 of behaviorlm is not an arm of the proof)
   mkdir -p $OUT/final/$name
   ln -sfn "$(realpath $OUT/$name/$stage)" $OUT/final/$name/$stage
-  [ -f $OUT/eval-$name/report.json ] || $B eval --data $D --runs $OUT/final/$name --systems adapters \
+  [ -f $HERE/proof-seeds/$name/report.json ] || $B eval --data $D --runs $OUT/final/$name --systems adapters \
     --max-validation-samples 2500 --seed 0 --engine transformers --logit-adjust '' \
-    --out $OUT/eval-$name
+    --out $HERE/proof-seeds/$name
 done
