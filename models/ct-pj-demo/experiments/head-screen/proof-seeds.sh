@@ -2,6 +2,8 @@
 # Further seeds of the proof's two LLM arms on the full PJ test split (issue 32), as run on
 # 2026-12-07 (2-core AMD EPYC, native bf16), each followed by its report with the adapters alone:
 #   sft         the all-linear `sft` arm of screen.sh with seed N (the same overrides as seed 0)
+#   balanced    one class-balanced stage (no difficulty), otherwise as sft: the issue's third
+#               arm with the same head and budget (not run yet)
 #   behaviorlm  BehaviorLM's two stages with the `cpu` preset (all-linear r16, head, repeats), as
 #               make-demo.sh trains them; seed 0 is proof-full-bl/, seed 1 the served demo
 #               (models/ct-pj-demo/eval/)
@@ -30,14 +32,14 @@ if [ "${1:-}" = "--compare" ]; then
 fi
 
 for seed in "${@:-1}"; do
-  if [ "$ARM" = sft ]; then
-    name=sft-head-alllin-seed$seed stage=sft
-    args=(--strategy sft "head.trained=true" $QV "head.repeat_window=50" "$ALL_LINEAR")
+  if [ "$ARM" = sft ] || [ "$ARM" = balanced ]; then
+    name=$ARM-head-alllin-seed$seed stage=$ARM
+    args=(--strategy $ARM "head.trained=true" $QV "head.repeat_window=50" "$ALL_LINEAR")
   elif [ "$ARM" = behaviorlm ]; then
     name=behaviorlm-head-alllin-seed$seed stage=stage2
     args=(--strategy behaviorlm)
   else
-    echo "ARM must be sft or behaviorlm, got $ARM" >&2; exit 2
+    echo "ARM must be sft, balanced or behaviorlm, got $ARM" >&2; exit 2
   fi
   R=; [ -d $OUT/$name ] && R=--resume
   [ -f $OUT/$name/$stage/manifest.json ] || $B train "${args[0]}" "${args[1]}" --data $D --preset cpu \
