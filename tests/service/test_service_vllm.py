@@ -46,7 +46,9 @@ def test_vllm_predictions_match_the_transformers_engine(
         pt = {p["behavior"]: p["probability"] for p in t.json()["predictions"]}
         assert pv.keys() == pt.keys()
         assert max(abs(pv[k] - pt[k]) for k in pv) < 1e-3, (pv, pt)
-    assert httpx.get(vllm_server.url + "/v1/models").json()["engine"] == "vllm"
+    models = httpx.get(vllm_server.url + "/v1/models").json()
+    # label-word adapters only: auto keeps the label-token log-probability readout
+    assert (models["engine"], models["engine_backend"]) == ("vllm", "vllm")
 
 
 def test_vllm_concurrent_requests_and_batch(vllm_server: ServerThread) -> None:
