@@ -95,18 +95,19 @@ def identity_adapter(base: BaseModel, rank: int = IDENTITY_RANK) -> Path:
 def output_head(base: BaseModel) -> tuple[Any, Any | None]:
     """(weight [vocab, d], bias [vocab] or None) of ``base``'s output head, fp32 on the host.
 
-    Read from the checkpoint's safetensors (``lm_head.*``, else the input embedding when the
-    config ties them), so
-    starting the engine does not build a second, fp32 copy of the model (540 MB for SmolLM2);
-    a checkpoint laid out otherwise is loaded with transformers."""
+    Read from the checkpoint's safetensors (the input embedding when the config ties them, as
+    vLLM and transformers do, else ``lm_head.*``), so starting the engine does not build a
+    second, fp32 copy of the model (540 MB for SmolLM2); a checkpoint laid out otherwise (no
+    safetensors, other names, a quantised or mis-shaped tensor) is loaded with transformers."""
     import torch
 
-    tensors = checkpoint_tensors(base.path, ("lm_head.weight", "lm_head.bias"))
     config = json.loads((base.path / "config.json").read_text())
-    if "lm_head.weight" not in tensors and config.get("tie_word_embeddings") is True:
-        tensors |= checkpoint_tensors(base.path, ("model.embed_tokens.weight",))
-    weight = tensors.get("lm_head.weight", tensors.get("model.embed_tokens.weight"))
-    if weight is not None:
+    tied = config.get("tie_word_embeddings") is True
+    names = ("model.embed_tokens.weight",) if tied else ("lm_head.weight", "lm_head.bias")
+    tensors = checkpoint_tensors(base.path, names)
+    weight = tensors.get(names[0])
+    shape = (config.get("vocab_size"), config.get("hidden_size"))
+    if weight is not None and weight.is_floating_point() and tuple(weight.shape) == shape:
         bias = tensors.get("lm_head.bias")
         return weight.to(torch.float32), (bias.to(torch.float32) if bias is not None else None)
     from transformers import AutoModelForCausalLM
@@ -120,14 +121,24 @@ def output_head(base: BaseModel) -> tuple[Any, Any | None]:
 
 
 def checkpoint_tensors(path: Path, names: Sequence[str]) -> dict[str, Any]:
-    """The tensors of ``names`` found in the ``*.safetensors`` files under ``path``."""
+    """The tensors of ``names`` in the checkpoint at ``path``: the shards its
+    ``model.safetensors.index.json`` names for them, else ``model.safetensors``."""
     from safetensors import safe_open
 
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map: dict[str, str] = json.loads(index.read_text()).get("weight_map", {})
+        files = {name: path / weight_map[name] for name in names if name in weight_map}
+    elif (path / "model.safetensors").is_file():
+        files = {name: path / "model.safetensors" for name in names}
+    else:
+        return {}
     found: dict[str, Any] = {}
-    for file in sorted(path.glob("*.safetensors")):
+    for file in sorted(set(files.values())):
         with safe_open(str(file), framework="pt") as shard:
-            for name in set(names) & set(shard.keys()):
-                found[name] = shard.get_tensor(name)
+            for name in set(files) & set(shard.keys()):
+                if files[name] == file:
+                    found[name] = shard.get_tensor(name)
     return found
 
 

@@ -103,6 +103,8 @@ def parse_renames(pairs: list[str]) -> dict[str, str]:
         old, sep, new = pair.partition("=")
         if not sep or not old.strip() or not new.strip():
             raise InputError(f"--compare-as: expected SYSTEM=NAME, got {pair!r}")
+        if old.strip() in renames:
+            raise InputError(f"--compare-as: {old.strip()!r} is given twice")
         renames[old.strip()] = new.strip()
     return renames
 

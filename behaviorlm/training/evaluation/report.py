@@ -428,9 +428,9 @@ SEED_SUFFIX = re.compile(r"-seed\d+(?=/|$|:| )")
 def renamed(name: str, renames: Mapping[str, str]) -> tuple[str, str | None]:
     """``name`` with a leading system of ``renames`` replaced (the system itself and the rows
     derived from it: ``<system> +T``, ``<system> x sasrec (hybrid)``), and which one."""
-    for old, new in renames.items():
+    for old in sorted(renames, key=len, reverse=True):  # the longest match: "A +T" before "A"
         if name == old or name.startswith(old + " "):
-            return new + name[len(old) :], old
+            return renames[old] + name[len(old) :], old
     return name, None
 
 
@@ -460,8 +460,13 @@ def compare(
                 "samples": rep["evaluation"]["samples"],
             }
         )
+        names = {s["name"] for s in rep["systems"]}
         for s in rep["systems"]:
             name, old = renamed(s["name"], renames)
+            if old and name in names:
+                raise InputError(
+                    f"--compare-as {old}={renames[old]}: {file} already has a system {name!r}"
+                )
             used |= {old} if old else set()
             merged.append({**s, "name": f"{label}: {name}", "system": name})
     if unused := sorted(set(renames) - used):
@@ -495,6 +500,7 @@ def compare(
             for s in merged
         ],
         "seeds": seeds,
+        "renames": renames,
     }
     return "\n".join(lines), summary
 

@@ -1,5 +1,6 @@
 """The vLLM engine's output rows for the hidden readout, read from the checkpoint's files (no vLLM
-needed): the same tensor transformers builds, for a tied, an untied and a non-safetensors model."""
+needed): the same tensor transformers builds, for a tied, an untied, a sharded and a
+non-safetensors checkpoint; the safetensors cases never build the model."""
 
 from __future__ import annotations
 
@@ -21,31 +22,60 @@ def reference_head(base: BaseModel) -> torch.Tensor:
     return model.get_output_embeddings().weight.detach()
 
 
-def saved_copy(base: BaseModel, out: Path, tie: bool, safetensors: bool) -> BaseModel:
+def untied_copy(base: BaseModel, out: Path, **save: Any) -> BaseModel:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32)
-    if not tie:
-        model.config.tie_word_embeddings = False
-        head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=False)
-        torch.nn.init.normal_(head.weight, std=0.3)
-        model.lm_head = head
-    model.save_pretrained(str(out), safe_serialization=safetensors)
+    model.config.tie_word_embeddings = False
+    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=False)
+    torch.nn.init.normal_(head.weight, std=0.3)
+    model.lm_head = head
+    model.save_pretrained(str(out), **save)
     return replace(base, path=out)
 
 
-def test_tied_model_reads_the_input_embedding(tiny_model: Any) -> None:
+@pytest.fixture()
+def no_model_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails the test if output_head builds the model (the fast path must not)."""
+    from transformers import AutoModelForCausalLM
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("output_head built the model")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+
+
+def test_tied_model_reads_the_input_embedding(tiny_model: Any, request: Any) -> None:
+    expected = reference_head(tiny_model)
+    request.getfixturevalue("no_model_build")
     weight, bias = output_head(tiny_model)
-    assert bias is None
-    assert weight.dtype == torch.float32
-    assert torch.equal(weight, reference_head(tiny_model))
-
-
-@pytest.mark.parametrize("safetensors", [True, False], ids=["safetensors", "bin-fallback"])
-def test_untied_model_reads_its_lm_head(tiny_model: Any, tmp_path: Path, safetensors: bool) -> None:
-    untied = saved_copy(tiny_model, tmp_path / "untied", tie=False, safetensors=safetensors)
-    weight, _ = output_head(untied)
-    expected = reference_head(untied)
+    assert bias is None and weight.dtype == torch.float32
     assert torch.equal(weight, expected)
+
+
+@pytest.mark.parametrize("shards", [None, "200KB"], ids=["one-file", "sharded"])
+def test_untied_model_reads_its_lm_head(
+    tiny_model: Any, tmp_path: Path, request: Any, shards: str | None
+) -> None:
+    save = {"max_shard_size": shards} if shards else {}
+    untied = untied_copy(tiny_model, tmp_path / "untied", **save)
+    assert (untied.path / "model.safetensors.index.json").is_file() == bool(shards)
+    expected = reference_head(untied)
     # the untied head is not the input embedding (else this test could not tell them apart)
-    assert not torch.equal(expected, output_head(tiny_model)[0])
+    assert not torch.equal(expected, reference_head(tiny_model))
+    request.getfixturevalue("no_model_build")
+    weight, _ = output_head(untied)
+    assert torch.equal(weight, expected)
+
+
+def test_checkpoint_without_safetensors_falls_back_to_transformers(
+    tiny_model: Any, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    untied = untied_copy(tiny_model, tmp_path / "bin")
+    state = load_file(str(untied.path / "model.safetensors"))
+    torch.save(state, untied.path / "pytorch_model.bin")
+    (untied.path / "model.safetensors").unlink()
+    weight, _ = output_head(untied)
+    assert torch.equal(weight, state["lm_head.weight"].float())

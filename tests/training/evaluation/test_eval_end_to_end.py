@@ -128,6 +128,12 @@ def test_classical_report_and_compare(
     assert "no system named 'nothing/stage2'" in capsys.readouterr().err
     assert main([*args, "--compare-as", "no-equals-sign"]) == 2
     assert "expected SYSTEM=NAME, got 'no-equals-sign'" in capsys.readouterr().err
+    twice = ["--compare-as", "served-demo/stage2=a", "--compare-as", "served-demo/stage2=b"]
+    assert main([*args, *twice]) == 2
+    assert "'served-demo/stage2' is given twice" in capsys.readouterr().err
+    other = rep["systems"][1]["name"]  # a name the same report already has
+    assert main([*args, "--compare-as", f"served-demo/stage2={other}"]) == 2
+    assert f"already has a system {other!r}" in capsys.readouterr().err
 
 
 def test_bad_input_is_named(

@@ -20,7 +20,7 @@ D=runs/data/ct-pj-local
 OUT=runs/proof-seeds
 HERE=models/ct-pj-demo/experiments/head-screen
 ARM=${ARM:-sft}
-QV="lora.r=8 lora.alpha=16 lora.target_modules=[q_proj,v_proj]"
+QV=(lora.r=8 lora.alpha=16 "lora.target_modules=[q_proj,v_proj]")
 ALL_LINEAR='lora={r: 16, alpha: 32, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}'
 
 if [ "${1:-}" = "--compare" ]; then
@@ -34,7 +34,7 @@ fi
 for seed in "${@:-1}"; do
   if [ "$ARM" = sft ] || [ "$ARM" = balanced ]; then
     name=$ARM-head-alllin-seed$seed stage=$ARM
-    args=(--strategy $ARM "head.trained=true" $QV "head.repeat_window=50" "$ALL_LINEAR")
+    args=(--strategy $ARM "head.trained=true" "${QV[@]}" "head.repeat_window=50" "$ALL_LINEAR")
   elif [ "$ARM" = behaviorlm ]; then
     name=behaviorlm-head-alllin-seed$seed stage=stage2
     args=(--strategy behaviorlm)
