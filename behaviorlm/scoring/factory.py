@@ -13,6 +13,12 @@ from behaviorlm.scoring.readout import VLLMReadoutKind
 EngineKind = Literal["transformers", "vllm", "auto"]
 ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 VLLMReadout = Literal["auto", VLLMReadoutKind]  # auto: hidden when an adapter has a head
+# Options only one engine takes; make_engine drops the other's, so callers pass one dict. vLLM
+# applies LoRA per request (nothing to merge) and schedules its own batches.
+ENGINE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "transformers": ("merge", "batch_size", "backend"),
+    "vllm": ("readout",),
+}
 
 
 def has_cuda() -> bool:
@@ -56,15 +62,12 @@ def make_engine(kind: str, base: BaseModel, **opts: Any) -> ScoringEngine:
 
     ``kind`` is already chosen (:func:`choose_kind`) or ``auto``, resolved without a head."""
     chosen = choose_kind(kind)
+    for other_only in ENGINE_ONLY_OPTIONS["transformers" if chosen == "vllm" else "vllm"]:
+        opts.pop(other_only, None)
     if chosen == "vllm":
         from behaviorlm.scoring.vllm_engine import VLLMEngine
 
-        # vLLM applies LoRA per request (nothing to merge) and schedules its own batches.
-        for transformers_only in ("merge", "batch_size", "backend"):
-            opts.pop(transformers_only, None)
         return VLLMEngine(base, **opts)
     from behaviorlm.scoring.transformers_engine import TransformersEngine
-
-    opts.pop("readout", None)  # vLLM's
 
     return TransformersEngine(base, **opts)
