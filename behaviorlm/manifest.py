@@ -33,6 +33,9 @@ MANIFEST_SCHEMA = 2
 RETRAIN = "retrain it with `behaviorlm train` (the answer-tree format was removed in 2026-12)"
 
 Stage = Literal["stage1", "stage2", "sft", "balanced", "base"]
+# What a stage trained (behaviorlm/training/tuning.py) and the file its weights are in.
+Tuning = Literal["lora", "full"]
+WEIGHTS_FILES: dict[str, str] = {"lora": "adapter_model.safetensors", "full": "model.safetensors"}
 
 
 class BaseModelRef(BaseModel):
@@ -94,7 +97,14 @@ class AdapterManifest(BaseModel):
         description="the trained behavior head (scoring format 4, behaviorlm/head.py); none: "
         "the label-word head (format 3)",
     )
-    lora: dict[str, Any] = Field(default_factory=dict, description="r, alpha, target modules")
+    tuning: Tuning = Field(
+        default="lora",
+        description="lora: a peft adapter on the base model; full: every weight tuned, the "
+        "whole model saved beside the manifest (served by the transformers engine only)",
+    )
+    lora: dict[str, Any] = Field(
+        default_factory=dict, description="r, alpha, target modules (empty with tuning full)"
+    )
     training_config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict, description="prepared dataset used")
@@ -128,6 +138,10 @@ class AdapterManifest(BaseModel):
     @property
     def anchors(self) -> list[str]:
         return [e.name for e in self.vocabulary if e.anchor]
+
+    def weights_file(self, adapter_dir: Path) -> Path:
+        """Where this stage's trained weights are (the adapter, or the whole model)."""
+        return adapter_dir / WEIGHTS_FILES[self.tuning]
 
     def save(self, adapter_dir: Path) -> Path:
         adapter_dir.mkdir(parents=True, exist_ok=True)

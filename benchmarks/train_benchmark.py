@@ -173,7 +173,7 @@ def main() -> None:
     from behaviorlm.training.config import load_config
     from behaviorlm.training.losses import HeadTensors
     from behaviorlm.training.packing import encode_rows, pack
-    from behaviorlm.training.trainer import build_lora_model
+    from behaviorlm.training.tuning import build_lora_model
 
     torch.set_num_threads(args.threads)
     data = load_data(args.data)

@@ -10,7 +10,9 @@ the model's dtype (``autocast_adapter_dtype=False``): peft's default upcasts the
 bf16 model, which measured ~30% slower on this CPU for no useful precision.
 ``backend="openvino"`` (with ``merge``, fp32, CPU) runs the merged decoder as an OpenVINO graph
 (``openvino_decoder``): the same answers, faster on CPUs without native bf16; ``"auto"`` picks it
-where that holds and openvino is installed.
+where that holds and openvino is installed. A fully tuned adapter (manifest ``tuning: full``)
+is the whole model saved beside its manifest: it is loaded as its own model copy and scored
+with nothing to switch (under ``merge`` it takes a merged adapter's place).
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ class TransformersEngine(ScoringEngine):
         model: Any = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=self.torch_dtype)
         self._model: Any = model.to(self.device).eval()
         self._peft: Any = None  # PeftModel once an unmerged adapter is loaded
+        # fully tuned adapters (manifest tuning "full"): each its own model, unmerged mode
+        self._full: dict[str, Any] = {}
         # merge=True: adapter -> (its merged model, its OpenVINO decoder or None)
         self._merged: dict[str, tuple[Any, Any]] = {}
         self._specs: dict[str, AdapterSpec] = {}
@@ -147,7 +151,9 @@ class TransformersEngine(ScoringEngine):
         spec.manifest.label_head()  # colliding names are refused before anything is loaded
         trained = TrainedHeads.load(spec, int(self._model.config.hidden_size))
         with self._lock:
-            if self.merge:
+            if spec.manifest.tuning == "full":
+                self._load_full(spec)
+            elif self.merge:
                 self._merge(spec)
             elif self._peft is None:
                 self._peft = PeftModel.from_pretrained(
@@ -197,13 +203,50 @@ class TransformersEngine(ScoringEngine):
         self._merged[spec.name] = (model, forward)
         self._model = model
 
-    def _trained_rows(self, adapter: str, head: LabelHead) -> TrainedRows:
-        """The trained head's rows for ``head``'s names, on the device (cached)."""
+    def _load_full(self, spec: AdapterSpec) -> None:
+        """A fully tuned adapter: the whole model saved beside its manifest, loaded as its own
+        model in the engine's dtype (with ``merge``, it stands where a merged adapter would)."""
         import torch
+        from transformers import AutoModelForCausalLM
+
+        if spec.name in self._merged or spec.name in self._full:
+            raise EngineError(f"adapter {spec.name!r} is already loaded; load it under a new name")
+        weights = spec.manifest.weights_file(spec.path)
+        if not weights.exists() or not (spec.path / "config.json").exists():
+            raise InputError(
+                f"{spec.path}: the manifest says tuning 'full', but {weights.name} or "
+                "config.json (the tuned model) is missing"
+            )
+        try:
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                str(spec.path), dtype=self.torch_dtype
+            )
+        except Exception as exc:
+            raise EngineError(
+                f"{spec.path}: the fully tuned model could not be loaded "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        model = model.to(self.device).eval()
+        if not self.merge:
+            self._full[spec.name] = model
+            return
+        forward = None
+        if self.backend == "openvino":
+            forward = OpenVINODecoder(model, torch.get_num_threads())
+        self._merged[spec.name] = (model, forward)
+        self._model = model
+
+    def _trained_rows(self, adapter: str, head: LabelHead) -> TrainedRows:
+        """The trained head's rows for ``head``'s names, on the device (cached). Names the head
+        was not trained on take the initialisation rule's rows from the adapter's own output
+        embeddings (a fully tuned model's differ from the base's)."""
+        import torch
+
+        readout = self._full.get(adapter, self._model)
 
         def union_weight() -> np.ndarray:
             union = torch.as_tensor(head.union, device=self.device)
-            return head_rows(self._model, union)[0].float().cpu().numpy()
+            return head_rows(readout, union)[0].float().cpu().numpy()
 
         return self._trained.rows(adapter, head, union_weight)
 
@@ -215,6 +258,8 @@ class TransformersEngine(ScoringEngine):
                 model, _ = self._merged.pop(name)
                 if self._merged and self._model is model:
                     self._model = next(iter(self._merged.values()))[0]
+            elif name in self._full:
+                del self._full[name]
             else:
                 self._peft.delete_adapter(name)
             del self._specs[name]
@@ -232,6 +277,8 @@ class TransformersEngine(ScoringEngine):
                 )
             model, forward = self._merged[adapter]
             return model, nullcontext(), forward
+        if adapter is not None and adapter in self._full:
+            return self._full[adapter], nullcontext(), None
         if self._peft is None:
             return self._model, nullcontext(), None
         if adapter is None:
@@ -283,3 +330,4 @@ class TransformersEngine(ScoringEngine):
             self._peft = None
             self._model = None
             self._merged = {}
+            self._full = {}

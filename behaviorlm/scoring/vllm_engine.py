@@ -270,6 +270,14 @@ class VLLMEngine(ScoringEngine):
         from vllm.lora.request import LoRARequest
 
         spec.manifest.check_compatible(self.base.ref, self.encoder, where=str(spec.path))
+        if spec.manifest.tuning != "lora":
+            # One vLLM engine serves one base model with LoRA adapters on it; a fully tuned
+            # model would be an engine of its own (its own weights, cache and memory).
+            raise EngineError(
+                f"{spec.path}: a fully tuned model (manifest tuning {spec.manifest.tuning!r}); "
+                "the vLLM engine serves LoRA adapters on its base model only: serve it with "
+                "the transformers engine (BEHAVIORLM_ENGINE=transformers)"
+            )
         spec.manifest.label_head()  # colliding names are refused before anything is loaded
         trained = self._load_head(spec)
         rank = int(spec.manifest.lora.get("r", 0) or 0)

@@ -40,6 +40,11 @@ def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
     from behaviorlm.scoring.factory import choose_kind, make_engine, vllm_readout
 
     kind = choose_kind(settings.engine)
+    full = fully_tuned_adapters(settings) if kind == "vllm" and settings.engine == "auto" else []
+    if full:
+        # vLLM serves LoRA adapters on one base model; a fully tuned model is a model of its own
+        log.info("engine auto: transformers, since %s are fully tuned models", ", ".join(full))
+        kind = "transformers"
     # transformers-only options (make_engine drops them for vLLM); the engine resolves a
     # backend of auto from its own merge, dtype and device
     opts: dict[str, Any] = {"merge": settings.merge_adapter, "backend": settings.cpu_backend}
@@ -55,21 +60,30 @@ def build_engine(settings: ServiceSettings) -> tuple[ScoringEngine, str]:
 
 
 def adapters_with_head(settings: ServiceSettings) -> list[str]:
-    """Served names of the configured adapters whose manifest records a trained head.
+    """Served names of the configured adapters whose manifest records a trained head."""
+    return [name for name, m in _configured_manifests(settings).items() if m.head is not None]
+
+
+def fully_tuned_adapters(settings: ServiceSettings) -> list[str]:
+    """Served names of the configured adapters that are whole tuned models (tuning full)."""
+    return [name for name, m in _configured_manifests(settings).items() if m.tuning == "full"]
+
+
+def _configured_manifests(settings: ServiceSettings) -> dict[str, AdapterManifest]:
+    """The manifests of the adapters the settings serve, read before an engine is chosen.
 
     Reads only the manifests; an unreadable one is left to the adapter load to report."""
     try:
         found = discover_adapters(settings.models_dir, settings.adapters)
     except InputError:
-        return []
-    names = []
+        return {}
+    manifests = {}
     for name, path in found.items():
         try:
-            if AdapterManifest.load(path).head is not None:
-                names.append(name)
+            manifests[name] = AdapterManifest.load(path)
         except (BehaviorLMError, OSError):
             continue
-    return names
+    return manifests
 
 
 class EngineClient(ABC):

@@ -200,6 +200,11 @@ class ModelInfo(BaseModel):
     tails: list[str]
     calibration: dict[str, Any]
     metrics: dict[str, Any]
+    tuning: str = Field(
+        "lora",
+        description="lora: a LoRA adapter on the base model; full: every weight tuned (the "
+        "adapter is a whole model, served by the transformers engine only)",
+    )
     lora: dict[str, Any]
 
 

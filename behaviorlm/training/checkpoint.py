@@ -1,5 +1,5 @@
-"""Mid-stage checkpoints: LoRA (and trained head) weights, optimizer, lr schedule position,
-RNG and step.
+"""Mid-stage checkpoints: the trained weights (LoRA, or all of them: ``tuning.py``), the
+trained head, optimizer, lr schedule position, RNG and step.
 
 The batch schedule is a pure function of the seed, so the step number is the whole sampler
 position. A checkpoint is one file written to a temporary name and renamed over the old one:
@@ -32,11 +32,12 @@ def save_checkpoint(
     head: Any = None,
 ) -> None:
     import torch
-    from peft import get_peft_model_state_dict
+
+    from behaviorlm.training.tuning import trainable_state
 
     state = {
         "step": step,
-        "lora": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()},
+        "lora": trainable_state(model),  # the key predates full tuning: old checkpoints resume
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -56,13 +57,11 @@ def load_checkpoint(
 ) -> tuple[int, list[dict[str, float]]]:
     """Restore everything into ``model`` / ``optimizer`` and the RNGs; returns (step, log)."""
     import torch
-    from peft import set_peft_model_state_dict
+
+    from behaviorlm.training.tuning import load_trainable_state
 
     state = torch.load(path, map_location="cpu", weights_only=False)
-    result = set_peft_model_state_dict(model, state["lora"])
-    unexpected = getattr(result, "unexpected_keys", [])
-    if unexpected:
-        raise RuntimeError(f"{path}: checkpoint has unexpected LoRA keys {unexpected[:3]}")
+    load_trainable_state(model, state["lora"], path)
     if (head is None) != (state.get("head") is None):
         raise RuntimeError(f"{path}: checkpoint and run disagree on a trained behavior head")
     if head is not None:

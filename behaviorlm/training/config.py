@@ -22,6 +22,7 @@ import yaml
 from behaviorlm.dtypes import DtypeChoice
 from behaviorlm.errors import InputError
 from behaviorlm.options import option
+from behaviorlm.training.tuning import TUNINGS, Tuning
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 Strategy = Literal["behaviorlm", "sft", "balanced"]
@@ -226,7 +227,18 @@ class TrainConfig:
         " read). Rows of a long history overlap by the dataset's K events so every target"
         " keeps >= K.",
     )
-    lora: LoraSettings = option(default_factory=LoraSettings, help="the LoRA adapter")
+    tuning: Tuning = option(
+        "lora",
+        help="What trains: 'lora' (the adapter of lora.*, a few MB per stage, served by every "
+        "engine) or 'full' (every weight of the base model, fp32 master weights with the "
+        "forward in dtype; the whole model saved per stage, ~540 MB for SmolLM2-135M, served "
+        "by the transformers engine only). full needs head.trained=true (the readout trains "
+        "through the head) and a lower lr: the presets' rates are LoRA's, about 10x the usual "
+        "full-tuning rate, so scale stage1.lr, stage2.lr and baseline.lr by ~0.1.",
+    )
+    lora: LoraSettings = option(
+        default_factory=LoraSettings, help="the LoRA adapter (tuning=lora; ignored with full)"
+    )
     head: HeadSettings = option(
         default_factory=HeadSettings, help="the readout: label words or a trained head"
     )
@@ -258,6 +270,15 @@ class TrainConfig:
         for name in ("log_every", "length_pool", "chunk_events"):
             if getattr(self, name) < 1:
                 raise _fail(name, getattr(self, name), "must be >= 1")
+        if self.tuning not in TUNINGS:
+            raise _fail("tuning", self.tuning, f"must be one of {list(TUNINGS)}")
+        if self.tuning == "full" and not self.head.trained:
+            raise _fail(
+                "tuning",
+                self.tuning,
+                "full tuning needs head.trained=true: the label-word head reads the tied "
+                "embedding, which full tuning moves through the input side only",
+            )
         self.lora.check("lora")
         self.head.check("head")
         self.stage1.check("stage1")

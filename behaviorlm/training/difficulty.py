@@ -37,10 +37,11 @@ COLUMNS = ["index", "target", "p_true", "difficulty"]
 SAVE_EVERY_SECONDS = 60.0
 
 
-def adapter_identity(adapter_dir: Path) -> str:
-    """sha256 of the adapter's weights: what a partial score file must have been read with."""
+def adapter_identity(weights: Path) -> str:
+    """sha256 of a stage's weights file (``tuning.weights_file``): what a partial score file
+    must have been read with."""
     h = hashlib.sha256()
-    with open(adapter_dir / "adapter_model.safetensors", "rb") as f:
+    with open(weights, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

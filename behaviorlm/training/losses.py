@@ -22,8 +22,7 @@ included (the zero-shot base model copies names from the history: that is the ta
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ from behaviorlm.repeats import FEATURES
 from behaviorlm.scoring.readout import head_rows, hidden_states, label_scores
 from behaviorlm.training.batching import Batch
 from behaviorlm.training.features import ReadoutFeatures
+from behaviorlm.training.tuning import low_precision
 
 
 @dataclass(frozen=True)
@@ -145,37 +145,15 @@ def log_prior(train_counts: Sequence[int], device: Any = None) -> Any:
 
 
 def readout_scores(model: Any, batch: Batch, head: HeadTensors, label_words: bool = False) -> Any:
-    """[N, behaviors] fp32 scores at the batch's readouts (LoRA in low precision on bf16; the
+    """[N, behaviors] fp32 scores at the batch's readouts (the forward in low precision on bf16; the
     head itself in fp32 outside autocast, as the engines compute it). ``label_words``: the
     label-word head even when a trained one exists (the KL term's base distribution)."""
-    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
-    dtype = inner.get_input_embeddings().weight.dtype
-    with _low_precision_lora(inner, dtype, batch.input_ids.device):
+    with low_precision(model, batch.input_ids.device):
         hidden = hidden_states(model, batch.input_ids)
         rows = hidden[batch.readout_row, batch.readout_col]
     if head.trained is not None and not label_words:
         return head.trained.scores(rows, head.features, batch.readout_index)
     return label_scores(rows, head.weight, head.bias, head.matrix)
-
-
-@contextmanager
-def _low_precision_lora(model: Any, dtype: Any, device: Any) -> Iterator[None]:
-    """On a bf16 base, run the (fp32) LoRA layers' matmuls in bf16 as well.
-
-    peft casts each LoRA layer's input up to the weights' fp32 and the sum back down: two copies
-    of an activation-sized tensor per layer, forward and backward (about a tenth of a CPU step).
-    Under autocast the small LoRA weights are cast instead and their gradients still arrive in
-    fp32 (the optimizer keeps fp32 weights: the usual mixed-precision recipe).
-    """
-    import torch
-
-    if dtype != torch.bfloat16:
-        yield
-        return
-    from peft.helpers import disable_input_dtype_casting
-
-    with torch.autocast(device.type, dtype=dtype), disable_input_dtype_casting(model):
-        yield
 
 
 def weighted_ce(

@@ -62,13 +62,15 @@ from behaviorlm.training.losses import HeadTensors
 from behaviorlm.training.packing import PackedRows, Readouts, describe, pack
 from behaviorlm.training.plots import plot_stage_log
 from behaviorlm.training.sampling import SubsetReport, anchor_weights, balanced_weights
-from behaviorlm.training.trainer import DistInfo, StageRun, build_lora_model, pick_device, run_stage
+from behaviorlm.training.trainer import DistInfo, StageRun, pick_device, run_stage
+from behaviorlm.training.tuning import build_model, load_weights, save_weights, weights_file
 from behaviorlm.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 STAGE_SEEDS = {"stage1": 1, "stage2": 2, "sft": 3, "balanced": 4}
+FULL_LR_WARN = 3e-4  # above this a full-tuning lr is a LoRA one (see TrainConfig.tuning)
 
 
 @dataclass
@@ -228,7 +230,7 @@ def _difficulty(ctx: RunContext) -> np.ndarray:
         ctx.device,
         # Only the main rank keeps partial scores (every rank reads the same ones).
         partial=ctx.out / PARTIAL_FILE if ctx.dist.main else None,
-        identity=adapter_identity(ctx.out / "stage1"),
+        identity=adapter_identity(weights_file(ctx.out / "stage1", ctx.config.tuning)),
     )
     if ctx.dist.main:
         save_difficulty(frame, path, ctx.data.vocabulary)
@@ -277,7 +279,17 @@ def _setup(
         run_info["rows"] = sizes
         (out / RUN_FILE).write_text(json.dumps(run_info, indent=1, default=str) + "\n")
     head = LabelHead.from_encoder(encoder, data.vocabulary.names)
-    model = build_lora_model(base.path, config.lora, config.dtype, config.seed, device)
+    model = build_model(
+        base.path,
+        config.tuning,
+        config.lora,
+        config.dtype,
+        config.seed,
+        device,
+        reference=any(s.kl_weight > 0 for s in _stage_settings(strategy, config)),
+    )
+    if config.tuning == "full":
+        _warn_full_lr(strategy, config)
     features = None
     if config.head.trained and config.head.repeat_window:
         features = readout_features(
@@ -300,6 +312,23 @@ def _setup(
             model, head, device, data.vocabulary.counts, config.head.trained, features
         ),
     )
+
+
+def _stage_settings(strategy: str, config: TrainConfig) -> list[StageSettings]:
+    if strategy == "behaviorlm":
+        return [config.stage1, config.stage2]
+    return [config.baseline]
+
+
+def _warn_full_lr(strategy: str, config: TrainConfig) -> None:
+    """Full tuning at a LoRA rate moves a 135M model's weights ~10x too far per step."""
+    high = [s.lr for s in _stage_settings(strategy, config) if s.lr > FULL_LR_WARN]
+    if high:
+        log.warning(
+            "tuning=full with lr %s: the presets' rates are LoRA's; full tuning usually takes "
+            "about a tenth (e.g. baseline.lr=1e-4)",
+            ", ".join(f"{lr:g}" for lr in high),
+        )
 
 
 def _check_out_dir(out: Path, config: TrainConfig, run_info: dict[str, Any], resume: bool) -> None:
@@ -336,13 +365,9 @@ def _stage(
     report: SubsetReport | None,
 ) -> Path:
     """Train one stage (or, on resume, load its finished adapter) and save its adapter."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     stage_dir = ctx.out / name
     if ctx.resume and (stage_dir / MANIFEST_FILE).exists():
-        saved = load_file(str(stage_dir / "adapter_model.safetensors"))
-        set_peft_model_state_dict(ctx.model, saved)
+        load_weights(ctx.model, stage_dir)
         manifest = AdapterManifest.load(stage_dir)
         if ctx.head.trained is not None and manifest.head is not None:
             ctx.head.trained.restore(
@@ -421,7 +446,7 @@ def _save_stage(
 ) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
     (stage_dir / MANIFEST_FILE).unlink(missing_ok=True)
-    ctx.model.save_pretrained(str(stage_dir))
+    weights = save_weights(ctx.model, stage_dir)
     # safetensors writes the weights owner-only (0600): a service running as another user
     # (the images' uid 10001) could not read them. An adapter is meant to be shipped.
     for saved in stage_dir.iterdir():
@@ -429,7 +454,7 @@ def _save_stage(
     (stage_dir / CONFIG_FILE).write_text(ctx.config.to_yaml())
     (stage_dir / "train_log.json").write_text(json.dumps(history) + "\n")
     plot_stage_log(history, stage_dir / "loss.png", f"{ctx.run_name} {name}")
-    digest = hashlib.sha256((stage_dir / "adapter_model.safetensors").read_bytes())
+    digest = hashlib.sha256(weights.read_bytes())
     head_info = None
     if ctx.head.trained is not None:
         exported = ctx.head.trained.export(ctx.data.vocabulary.names, ctx.config.head.repeat_window)
@@ -448,12 +473,15 @@ def _save_stage(
         strategy=ctx.strategy,
         base_model=ctx.base.ref,
         history_events=ctx.data.history_len,
+        tuning=ctx.config.tuning,
         lora={
             "r": lora.r,
             "alpha": lora.alpha,
             "dropout": lora.dropout,
             "target_modules": list(lora.target_modules),
-        },
+        }
+        if ctx.config.tuning == "lora"
+        else {},
         training_config={"stage": name, "settings": settings.__dict__, **ctx.config.to_dict()},
         calibration=Calibration(trained_logit_adjust_tau=settings.logit_adjust_tau),
         head=head_info,
@@ -498,6 +526,7 @@ def stage_metrics(history: list[dict[str, float]], seconds: float) -> dict[str, 
 STAGE1_KEYS: tuple[str, ...] = (
     "seed",
     "dtype",
+    "tuning",
     "lora",
     "head",
     "stage1",

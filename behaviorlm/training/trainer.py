@@ -1,4 +1,4 @@
-"""The optimisation loop of one stage, plus model setup (LoRA via peft) and distributed wiring.
+"""The optimisation loop of one stage, plus distributed wiring (what trains: ``tuning.py``).
 
 One process on CPU, or one process per GPU under ``torchrun`` / ``accelerate launch``: with
 ``WORLD_SIZE > 1`` the model is wrapped in DistributedDataParallel and each rank takes its slice
@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from behaviorlm.dtypes import torch_dtype
 from behaviorlm.errors import TrainingError
 from behaviorlm.training.batching import Batch, collate
 from behaviorlm.training.checkpoint import load_checkpoint, save_checkpoint
-from behaviorlm.training.config import LoraSettings, StageSettings, TrainConfig
+from behaviorlm.training.config import StageSettings, TrainConfig
 from behaviorlm.training.losses import HeadTensors, non_target_kl, readout_scores, weighted_ce
 from behaviorlm.training.packing import PackedRows
+from behaviorlm.training.tuning import base_model
 
 log = logging.getLogger(__name__)
 
@@ -73,34 +73,6 @@ def pick_device(dist: DistInfo) -> Any:
     return torch.device("cpu")
 
 
-def build_lora_model(
-    base_path: Path, lora: LoraSettings, dtype: str, seed: int, device: Any
-) -> Any:
-    """The frozen base model with a fresh LoRA adapter (init seeded)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch_dtype(dtype))
-    model.config.use_cache = False
-    torch.manual_seed(seed)
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    # autocast_adapter_dtype (peft's default) keeps the LoRA weights in fp32 on a bf16 base.
-    peft_model = get_peft_model(model, config)
-    peft_model.to(device)
-    for name, param in peft_model.named_parameters():
-        if param.requires_grad and "lora_" not in name:
-            raise RuntimeError(f"unexpected trainable parameter {name}: only LoRA may train")
-    return peft_model
-
-
 def lr_factor(step: int, settings: StageSettings) -> float:
     """Linear warmup to 1, then linear decay to ``lr_end_ratio`` at the last step."""
     if step < settings.warmup_steps:
@@ -145,7 +117,8 @@ def run_stage(
     device: Any,
     resume: bool,
 ) -> list[dict[str, float]]:
-    """Train ``model``'s active adapter for ``run.settings.steps`` steps; returns the step log."""
+    """Train ``model``'s weights (its LoRA adapter, or all of them) for ``run.settings.steps``
+    steps; returns the step log."""
     from tqdm import tqdm
 
     state = _start(model, run, config, resume)
@@ -177,8 +150,8 @@ def _start(model: Any, run: StageRun, config: TrainConfig, resume: bool) -> FitS
     import torch
 
     settings = run.settings
-    lora = [p for p in model.parameters() if p.requires_grad]
-    groups: list[dict[str, Any]] = [{"params": lora, "base_lr": settings.lr}]
+    tuned = [p for p in model.parameters() if p.requires_grad]  # LoRA, or every weight
+    groups: list[dict[str, Any]] = [{"params": tuned, "base_lr": settings.lr}]
     trained = run.head.trained
     if trained is not None:
         head_lr = config.head.lr or settings.lr
@@ -338,7 +311,7 @@ def _loss(
     kl_weight = settings.kl_weight
     if kl_weight <= 0:
         return nll, nll.detach(), torch.zeros(())
-    with torch.no_grad(), model.disable_adapter():
-        base_scores = readout_scores(model, batch, head, label_words=True)
+    with base_model(model) as base:
+        base_scores = readout_scores(base, batch, head, label_words=True)
     kl = non_target_kl(scores, base_scores, batch, denominator)
     return nll + kl_weight * kl, nll.detach(), kl.detach()

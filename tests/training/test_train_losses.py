@@ -66,7 +66,7 @@ def _packed(encoder: PieceEncoder) -> tuple[PackedRows, np.ndarray, _Table]:
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_model: Any) -> Any:
-    from behaviorlm.training.trainer import build_lora_model
+    from behaviorlm.training.tuning import build_lora_model
 
     model = build_lora_model(
         tiny_model.path, LoraSettings(r=4, alpha=8, dropout=0.0), "float32", 0, torch.device("cpu")
@@ -176,7 +176,7 @@ def test_bf16_base_trains_fp32_lora_through_bf16_matmuls(
     Reference: peft's own path (inputs cast up to the fp32 LoRA weights, no autocast); the
     training forward must give the same scores and LoRA gradients up to bf16 rounding.
     """
-    from behaviorlm.training.trainer import build_lora_model
+    from behaviorlm.training.tuning import build_lora_model
 
     model = build_lora_model(
         tiny_model.path, LoraSettings(r=4, alpha=8, dropout=0.0), "bfloat16", 0, torch.device("cpu")

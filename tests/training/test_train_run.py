@@ -304,7 +304,7 @@ def test_difficulty_scoring_resumes_from_partial_scores(
         assert not (out / PARTIAL_FILE).exists()
         return pd.read_parquet(out / "difficulty.parquet")["p_true"].to_numpy()
 
-    resumed = rescored(adapter_identity(source / "stage1"), "resumed")
+    resumed = rescored(adapter_identity(source / "stage1" / "adapter_model.safetensors"), "resumed")
     kept = resumed == 0.123456
     # Only the batch holding the missing target is read again, and it reads true scores.
     assert 0 < (~kept).sum() < len(truth) // 2

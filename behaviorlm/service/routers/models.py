@@ -34,6 +34,7 @@ def model_info(served: Served, default: bool) -> ModelInfo:
         tails=[e.name for e in m.vocabulary if not e.anchor],
         calibration=m.calibration.model_dump(mode="json"),
         metrics=m.metrics,
+        tuning=m.tuning,
         lora=m.lora,
     )
 

@@ -162,3 +162,32 @@ def test_the_logprobs_readout_refuses_a_trained_head_with_a_clear_error(
     with pytest.raises(EngineError, match=r"trained behavior head.*readout 'hidden'"):
         vllm.load_adapter(spec)
     assert spec.name not in vllm.adapters
+
+
+def test_a_fully_tuned_adapter_is_refused_with_a_clear_error(
+    engines: Any, tiny_model: Any, tiny_adapters: list[AdapterSpec], tmp_path: Any
+) -> None:
+    """A whole tuned model (manifest tuning full) is no LoRA on this engine's base: the error
+    names the engine that serves it, and nothing is registered."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from behaviorlm.errors import EngineError
+    from behaviorlm.manifest import AdapterManifest
+    from tests.head_helpers import attach_head
+
+    vllm, _ = engines
+    with_head = attach_head(tiny_adapters[0], tmp_path / "head", tiny_model)
+    full = tmp_path / "full"
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model.path), dtype=torch.float32)
+    model.save_pretrained(str(full))
+    for name in ("manifest.json", "behavior_head.safetensors"):
+        shutil.copy2(with_head.path / name, full / name)
+    manifest = with_head.manifest.model_copy(update={"tuning": "full", "lora": {}})
+    manifest.save(full)
+    spec = AdapterSpec("full", full, AdapterManifest.load(full))
+    with pytest.raises(EngineError, match=r"fully tuned.*BEHAVIORLM_ENGINE=transformers"):
+        vllm.load_adapter(spec)
+    assert "full" not in vllm.adapters
