@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from behaviorlm.errors import InputError, ManifestMismatch
 from behaviorlm.head import HeadInfo
@@ -28,8 +28,12 @@ from behaviorlm.prompt import PROMPT_VERSION
 from behaviorlm.vocabulary import Vocabulary
 
 MANIFEST_FILE = "manifest.json"
-# 1: answer-tree adapters (prompt v1, scoring format 2); 2: label-word head (v2, format 3).
+# 1: answer-tree adapters (prompt v1, scoring format 2); 2: label-word head (v2, format 3) and
+# trained heads (format 4); 3: the same for a fully tuned model (tuning full), so a release
+# without full tuning refuses it by its schema instead of failing inside peft.
 MANIFEST_SCHEMA = 2
+FULL_SCHEMA = 3
+READABLE_SCHEMAS = (MANIFEST_SCHEMA, FULL_SCHEMA)
 RETRAIN = "retrain it with `behaviorlm train` (the answer-tree format was removed in 2026-12)"
 
 Stage = Literal["stage1", "stage2", "sft", "balanced", "base"]
@@ -110,6 +114,13 @@ class AdapterManifest(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict, description="prepared dataset used")
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_of_tuning(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("tuning") == "full":
+            return {**data, "schema_version": FULL_SCHEMA}
+        return data
+
     @classmethod
     def for_vocabulary(
         cls, vocab: Vocabulary, tokens: Sequence[Sequence[int]], **fields: Any
@@ -164,10 +175,10 @@ class AdapterManifest(BaseModel):
                 f"{raw.get('prompt_version', 'v1')}); this BehaviorLM reads format "
                 f"{SCORING_FORMAT} ({SCORING_FORMATS[SCORING_FORMAT]}): {RETRAIN}"
             )
-        if raw.get("schema_version") != MANIFEST_SCHEMA:
+        if raw.get("schema_version") not in READABLE_SCHEMAS:
             raise ManifestMismatch(
                 f"{path}: schema_version is {raw.get('schema_version')!r}, this BehaviorLM "
-                f"reads {MANIFEST_SCHEMA}"
+                f"reads {' and '.join(map(str, READABLE_SCHEMAS))}"
             )
         try:
             return cls.model_validate(raw)

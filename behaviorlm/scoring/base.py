@@ -28,7 +28,8 @@ from behaviorlm.vocabulary import Vocabulary
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """An adapter to load: a directory with the peft weights and ``manifest.json``.
+    """An adapter to load: a directory with the peft weights (or, with ``tuning: full``, the
+    whole tuned model) and ``manifest.json``.
 
     ``name`` is how requests refer to it; a new version of the same adapter is loaded under a
     new name/version (vLLM never reloads a LoRA id in place).

@@ -151,6 +151,7 @@ class TransformersEngine(ScoringEngine):
         spec.manifest.label_head()  # colliding names are refused before anything is loaded
         trained = TrainedHeads.load(spec, int(self._model.config.hidden_size))
         with self._lock:
+            self._check_same_kind(spec)
             if spec.manifest.tuning == "full":
                 self._load_full(spec)
             elif self.merge:
@@ -209,8 +210,8 @@ class TransformersEngine(ScoringEngine):
         import torch
         from transformers import AutoModelForCausalLM
 
-        if spec.name in self._merged or spec.name in self._full:
-            raise EngineError(f"adapter {spec.name!r} is already loaded; load it under a new name")
+        if spec.name in self._merged:
+            raise EngineError(f"adapter {spec.name!r} is already merged; load it under a new name")
         weights = spec.manifest.weights_file(spec.path)
         if not weights.exists() or not (spec.path / "config.json").exists():
             raise InputError(
@@ -228,7 +229,7 @@ class TransformersEngine(ScoringEngine):
             ) from exc
         model = model.to(self.device).eval()
         if not self.merge:
-            self._full[spec.name] = model
+            self._full[spec.name] = model  # a reload replaces the old version's model
             return
         forward = None
         if self.backend == "openvino":
@@ -236,13 +237,27 @@ class TransformersEngine(ScoringEngine):
         self._merged[spec.name] = (model, forward)
         self._model = model
 
+    def _check_same_kind(self, spec: AdapterSpec) -> None:
+        """A name reloaded unmerged must keep its kind: a LoRA adapter lives in the peft model,
+        a fully tuned one is a model of its own, and neither can replace the other in place."""
+        if self.merge or spec.name not in self._specs:
+            return
+        old = self._specs[spec.name].manifest.tuning
+        if old != spec.manifest.tuning:
+            raise EngineError(
+                f"{spec.path}: adapter {spec.name!r} is loaded with tuning {old!r} and this one "
+                f"has {spec.manifest.tuning!r}; unload it first or load it under a new name"
+            )
+
     def _trained_rows(self, adapter: str, head: LabelHead) -> TrainedRows:
         """The trained head's rows for ``head``'s names, on the device (cached). Names the head
         was not trained on take the initialisation rule's rows from the adapter's own output
         embeddings (a fully tuned model's differ from the base's)."""
         import torch
 
-        readout = self._full.get(adapter, self._model)
+        readout = self._full.get(adapter)
+        if readout is None:  # merged: the adapter's own copy (not the latest one loaded)
+            readout = self._merged[adapter][0] if adapter in self._merged else self._model
 
         def union_weight() -> np.ndarray:
             union = torch.as_tensor(head.union, device=self.device)

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from behaviorlm.manifest import Tuning
+
 HARD_MAX_HISTORY = 10_000
 MAX_BEHAVIOR_CHARS = 200
 MAX_CONTEXT_FIELDS = 32
@@ -200,7 +202,7 @@ class ModelInfo(BaseModel):
     tails: list[str]
     calibration: dict[str, Any]
     metrics: dict[str, Any]
-    tuning: str = Field(
+    tuning: Tuning = Field(
         "lora",
         description="lora: a LoRA adapter on the base model; full: every weight tuned (the "
         "adapter is a whole model, served by the transformers engine only)",

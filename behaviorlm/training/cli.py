@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "behaviors, KL knowledge preservation), scores difficulty with the stage-1 "
             "adapter, then stage 2 (class-balanced, difficulty-aware subset) continuing the "
             "same adapter; 'sft' trains on all samples; 'balanced' on the class-balanced "
-            "subset at random. Each stage saves a peft adapter with manifest.json and "
-            "config.yaml under --out."
+            "subset at random. Each stage saves a peft adapter (tuning=full: the whole "
+            "model) with manifest.json and config.yaml under --out."
         ),
         epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

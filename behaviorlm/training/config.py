@@ -118,7 +118,9 @@ class StageSettings:
     )
     lr_end_ratio: float = option(0.1, help="final lr as a fraction of lr")
     warmup_steps: int = option(10, help="linear warmup from 0")
-    weight_decay: float = option(0.0, help="AdamW weight decay on the LoRA matrices")
+    weight_decay: float = option(
+        0.0, help="AdamW weight decay on the trained weights (LoRA, or all)"
+    )
     max_grad_norm: float = option(1.0, help="gradient clipping (0 = off)")
     kl_weight: float = option(
         0.0,

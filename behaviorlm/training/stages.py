@@ -10,11 +10,11 @@ consecutive events per row, every target a readout); a stage is a weight per rea
 - ``sft``: one stage, every readout weight 1.
 - ``balanced``: one stage on the class-balanced weighting without difficulty (+ replay).
 
-Output: ``<out>/<stage>/`` per stage (peft adapter, ``manifest.json``, ``config.yaml``,
-``train_log.json``, ``loss.png``), ``<out>/difficulty.parquet`` (+ ``difficulty.png``),
-``<out>/config.yaml`` and ``<out>/run.json``. A finished stage is one whose manifest exists
-(written last); ``resume`` skips finished stages and continues an unfinished one from its
-checkpoint.
+Output: ``<out>/<stage>/`` per stage (peft adapter or the fully tuned model, ``manifest.json``,
+``config.yaml``, ``train_log.json``, ``loss.png``), ``<out>/difficulty.parquet``
+(+ ``difficulty.png``), ``<out>/config.yaml`` and ``<out>/run.json``. A finished stage is one
+whose manifest exists (written last); ``resume`` skips finished stages and continues an
+unfinished one from its checkpoint.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class RunContext:
 @dataclass
 class RunResult:
     adapters: dict[str, Path]  # stage name -> adapter directory, in training order
-    model: Any  # the peft model holding the last stage's adapter (tests, benchmarks)
+    model: Any  # the trained model after the last stage (peft, or the full model; tests)
     encoder: PieceEncoder
     rows: dict[str, Any]  # sizes of the packed rows
 
@@ -454,7 +454,10 @@ def _save_stage(
     (stage_dir / CONFIG_FILE).write_text(ctx.config.to_yaml())
     (stage_dir / "train_log.json").write_text(json.dumps(history) + "\n")
     plot_stage_log(history, stage_dir / "loss.png", f"{ctx.run_name} {name}")
-    digest = hashlib.sha256(weights.read_bytes())
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:  # streamed: a fully tuned model is ~540 MB
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
     head_info = None
     if ctx.head.trained is not None:
         exported = ctx.head.trained.export(ctx.data.vocabulary.names, ctx.config.head.repeat_window)

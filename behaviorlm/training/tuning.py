@@ -11,7 +11,8 @@ difficulty pass do not ask which one they hold:
   autocast where ``dtype`` is bf16, as the LoRA path computes. A stage saves the whole model
   (``model.safetensors`` + ``config.json``, fp32: ~540 MB for SmolLM2-135M), which the
   transformers engine loads as the adapter's own model. The KL term's base distribution comes
-  from a frozen copy of the base in ``dtype``, built only when a stage has a KL weight.
+  from a frozen fp32 copy of the base under the same autocast, built only when a stage has a KL
+  weight.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class FullTuning:
 
 
 def full_tuning(model: Any) -> FullTuning | None:
+    """What ``build_model`` attached to a fully tuned model (or its reference copy); None for
+    a LoRA model or any other module."""
     inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
     found = getattr(inner, _FULL, None)
     return found if isinstance(found, FullTuning) else None
@@ -55,7 +58,7 @@ def build_model(
 ) -> Any:
     """The model a run trains: the frozen base with a fresh LoRA adapter (init seeded), or the
     base itself in fp32 with every weight trainable (``reference``: plus a frozen copy in
-    ``dtype`` for the KL term)."""
+    fp32 for the KL term, run under the same autocast)."""
     if tuning == "lora":
         return build_lora_model(base_path, lora, dtype, seed, device)
     if tuning != "full":
@@ -63,17 +66,24 @@ def build_model(
     import torch
     from transformers import AutoModelForCausalLM
 
+    compute = torch_dtype(dtype)
     model: Any = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
     model.config.use_cache = False
     model.to(device)
-    for param in model.parameters():
-        param.requires_grad_(True)
+    model.requires_grad_(True)
+    if not getattr(model.config, "tie_word_embeddings", False):
+        # An untied output head is never read in training (the behavior head reads the hidden
+        # state): a weight without a gradient would stall DistributedDataParallel's reduction.
+        model.get_output_embeddings().requires_grad_(False)
     frozen = None
     if reference:
-        frozen = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch_dtype(dtype))
+        # fp32 under the same autocast as the tuned model: at step 0 both give the same scores
+        # to the last bit, so the KL term starts at 0 instead of at bf16's rounding noise.
+        frozen = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
         frozen.config.use_cache = False
         frozen.to(device).eval().requires_grad_(False)
-    setattr(model, _FULL, FullTuning(torch_dtype(dtype), frozen))
+        setattr(frozen, _FULL, FullTuning(compute, None))
+    setattr(model, _FULL, FullTuning(compute, frozen))
     return model
 
 

@@ -89,3 +89,22 @@ def test_label_head_from_manifest(smollm2_tokenizer) -> None:
     assert head.names == tuple(e.name for e in m.vocabulary)
     assert head.tokens[0] == PieceEncoder(smollm2_tokenizer).label_tokens("Coffee Shop")
     assert m.history_events == 10
+
+
+def test_a_fully_tuned_manifest_has_its_own_schema(tmp_path, smollm2_tokenizer) -> None:
+    """tuning full is written as schema 3 (a release that cannot serve it refuses it by its
+    schema); LoRA manifests stay schema 2; both load, and the weights file follows the kind."""
+    lora = _manifest(smollm2_tokenizer)
+    assert lora.schema_version == 2 and lora.tuning == "lora"
+    assert lora.weights_file(tmp_path) == tmp_path / "adapter_model.safetensors"
+    raw = {**json.loads(lora.model_dump_json()), "tuning": "full", "lora": {}}
+    full = AdapterManifest.model_validate(raw)
+    assert full.schema_version == 3
+    full.save(tmp_path)
+    assert json.loads((tmp_path / MANIFEST_FILE).read_text())["schema_version"] == 3
+    loaded = AdapterManifest.load(tmp_path)
+    assert loaded == full and loaded.weights_file(tmp_path) == tmp_path / "model.safetensors"
+    raw["tuning"] = "partial"
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(InputError, match=r"field 'tuning'"):
+        AdapterManifest.load(tmp_path)

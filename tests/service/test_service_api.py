@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from behaviorlm.service.logs import JsonFormatter
-from tests.service.service_helpers import ServerThread, history
+from tests.service.service_helpers import ServerThread, history, wait_until
 
 VOCAB = {
     "Coffee Shop",
@@ -270,8 +270,18 @@ def test_json_logs_have_request_id_and_no_history(
         headers={"X-Request-ID": "log-test-1"},
     )
     assert r.status_code == 200
-    records = [rec for rec in caplog.records if rec.name == "behaviorlm.service.access"]
-    lines = [json.loads(JsonFormatter().format(rec)) for rec in records]
+
+    def access_lines() -> list[dict]:
+        records = [rec for rec in caplog.records if rec.name == "behaviorlm.service.access"]
+        return [json.loads(JsonFormatter().format(rec)) for rec in records]
+
+    # the access line is written by the server thread after the response went out: on a busy
+    # machine the client can read the response first
+    wait_until(
+        lambda: any(line.get("request_id") == "log-test-1" for line in access_lines()),
+        what="the access log line",
+    )
+    lines = access_lines()
     mine = [line for line in lines if line.get("request_id") == "log-test-1"]
     assert mine and mine[0]["route"] == "/v1/predict" and mine[0]["status"] == 200
     assert mine[0]["history_events"] == 1

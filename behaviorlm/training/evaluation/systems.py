@@ -184,7 +184,9 @@ def open_engine(kind: str, base_spec: str, system: LLMSystem, dtype: str, batch_
 
     base = resolve_base_model(base_spec)
     head = system.manifest is not None and system.manifest.head is not None
-    kind = choose_kind(kind)
+    full = system.manifest is not None and system.manifest.tuning == "full"
+    # vLLM serves LoRA on its base model only: a fully tuned model goes to transformers
+    kind = "transformers" if full and kind == "auto" else choose_kind(kind)
     merge = system.adapter_dir is not None and kind == "transformers"
     opts: dict[str, Any] = {"dtype": dtype, "batch_size": batch_size}
     if merge:
