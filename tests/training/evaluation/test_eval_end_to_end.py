@@ -384,3 +384,29 @@ def _fewshot_argv(prepared: Any, tiny_model: Any, out: Path, *extra: str) -> lis
         "6",
         *extra,
     ]
+
+
+def test_a_fully_tuned_run_is_evaluated(prepared: Any, tiny_model: Any, tmp_path: Path) -> None:
+    """`eval --runs` on a tuning=full run: the engine loads the stage's whole model (merged
+    mode, as eval runs adapters) and the report holds it as an LLM system."""
+    from behaviorlm.training.config import load_config
+    from behaviorlm.training.stages import TrainingData, train
+
+    config = load_config(
+        "tiny",
+        ["tuning=full", "baseline.steps=3", "head.trained=true", "baseline.lr=0.001", "threads=1"],
+    )
+    run = tmp_path / "models" / "full-run"
+    train("sft", TrainingData.from_prepared(prepared.root), tiny_model, config, run)
+    out = tmp_path / "full-eval"
+    argv = [
+        "eval",
+        *("--data", str(prepared.root), "--out", str(out), "--runs", str(run)),
+        *("--systems", "adapters", "--base-model", str(tiny_model.path), "--dtype", "float32"),
+        *("--max-test-samples", "12", "--max-validation-samples", "8", "--logit-adjust", ""),
+    ]
+    assert main(argv) == 0
+    by_name = {s["name"]: s for s in json.loads((out / "report.json").read_text())["systems"]}
+    assert "full-run/sft" in by_name
+    probs = np.load(out / "predictions.npz")["full-run__sft"]
+    assert probs.shape[0] == 12 and probs.sum(axis=1) == pytest.approx(np.ones(12), abs=1e-6)
