@@ -1,8 +1,9 @@
 """The step schedule over packed rows and the batches it feeds the model.
 
 A stage trains on the rows that hold at least one readout with a positive weight. Its schedule
-is a pure function of (seed, rows, steps, token budget): shuffled passes over the rows, each
-pass cut into pools of ``length_pool`` batches' worth of tokens, a pool sorted by length and
+is a pure function of (seed, rows, steps or epochs, token budget): shuffled passes over the
+rows (``plan_batches`` takes a number of steps, ``plan_passes`` a number of passes), each pass
+cut into pools of ``length_pool`` batches' worth of tokens, a pool sorted by length and
 cut so that rows x longest row stays within ``batch_tokens`` (a batch pads to its longest,
 similar, member), and the pool's batches shuffled. Resuming at step k replays exactly the
 batches an uninterrupted run would have drawn, with no sampler state beyond k.
@@ -48,17 +49,56 @@ def plan_batches(
     """``steps`` batches of row indices (see the module doc)."""
     if len(rows) == 0:
         raise ValueError("cannot plan batches over no rows")
-    span = batch_tokens * length_pool
     out: list[list[int]] = []
     while len(out) < steps:
-        order = rng.permutation(np.asarray(rows, dtype=np.int64))
-        pool_of = np.cumsum(lengths[order]) // span
-        for chunk in np.split(order, np.flatnonzero(np.diff(pool_of)) + 1):
-            pool = chunk.tolist()
-            pool.sort(key=lambda r: int(lengths[r]))  # stable: ties keep the drawn order
-            cut = cut_by_tokens(pool, lengths, batch_tokens)
-            out.extend(cut[int(k)] for k in rng.permutation(len(cut)))
+        out.extend(_one_pass(lengths, rows, batch_tokens, length_pool, rng))
     return out[:steps]
+
+
+def plan_passes(
+    lengths: np.ndarray,
+    rows: np.ndarray,
+    batch_tokens: int,
+    length_pool: int,
+    epochs: float,
+    rng: np.random.Generator,
+) -> list[list[int]]:
+    """The batches of ``epochs`` passes over ``rows``: whole passes, then the first
+    ``fraction x`` batches of one more (at least one batch). The same draws as
+    ``plan_batches`` for the number of steps it returns."""
+    if len(rows) == 0:
+        raise ValueError("cannot plan batches over no rows")
+    if not epochs > 0:
+        raise ValueError(f"epochs must be > 0, got {epochs}")
+    out: list[list[int]] = []
+    left = epochs
+    while left > 1e-9:
+        batches = _one_pass(lengths, rows, batch_tokens, length_pool, rng)
+        take = len(batches) if left >= 1 else max(1, round(left * len(batches)))
+        out.extend(batches[:take])
+        left -= 1
+    return out
+
+
+def _one_pass(
+    lengths: np.ndarray,
+    rows: np.ndarray,
+    batch_tokens: int,
+    length_pool: int,
+    rng: np.random.Generator,
+) -> list[list[int]]:
+    """Every row once: a shuffled order cut into pools, each pool sorted by length and cut
+    into batches, the pool's batches shuffled."""
+    span = batch_tokens * length_pool
+    out: list[list[int]] = []
+    order = rng.permutation(np.asarray(rows, dtype=np.int64))
+    pool_of = np.cumsum(lengths[order]) // span
+    for chunk in np.split(order, np.flatnonzero(np.diff(pool_of)) + 1):
+        pool = chunk.tolist()
+        pool.sort(key=lambda r: int(lengths[r]))  # stable: ties keep the drawn order
+        cut = cut_by_tokens(pool, lengths, batch_tokens)
+        out.extend(cut[int(k)] for k in rng.permutation(len(cut)))
+    return out
 
 
 @dataclass

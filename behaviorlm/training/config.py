@@ -106,7 +106,14 @@ class HeadSettings:
 class StageSettings:
     """One optimisation stage (stage 1, stage 2, or the single stage of sft / balanced)."""
 
-    steps: int = option(300, help="optimizer steps")
+    steps: int = option(300, help="optimizer steps (unless epochs is set)")
+    epochs: float = option(
+        0.0,
+        help="> 0: train this many passes over the stage's rows instead of `steps` (a pass "
+        "reads every row that holds a selected target once, so epochs=1 of sft reads every "
+        "training target once; a fraction ends inside the last pass); the steps it makes are "
+        "logged and saved with the stage. 0 = use steps.",
+    )
     batch_tokens: int = option(
         4096,
         help="Padded tokens per optimizer step (rows x longest row of the batch); every "
@@ -144,6 +151,7 @@ class StageSettings:
         if not 0.0 <= self.lr_end_ratio <= 1.0:
             raise _fail(f"{where}.lr_end_ratio", self.lr_end_ratio, "must be in [0, 1]")
         nonneg = {
+            "epochs": self.epochs,
             "warmup_steps": self.warmup_steps,
             "weight_decay": self.weight_decay,
             "max_grad_norm": self.max_grad_norm,

@@ -19,6 +19,7 @@ unfinished one from its checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,7 +40,7 @@ from behaviorlm.head import BehaviorHead
 from behaviorlm.labels import HEAD_SCORING_FORMAT, SCORING_FORMAT, LabelHead
 from behaviorlm.manifest import MANIFEST_FILE, AdapterManifest, Calibration
 from behaviorlm.prompt import PieceEncoder
-from behaviorlm.training.batching import plan_batches
+from behaviorlm.training.batching import plan_batches, plan_passes
 from behaviorlm.training.checkpoint import checkpoint_path
 from behaviorlm.training.config import (
     StageSettings,
@@ -375,7 +376,7 @@ def _stage(
             )
         log.info("%s: already finished in %s, loaded its adapter", name, stage_dir)
         return stage_dir
-    eligible, batches = _plan_stage(ctx, name, settings, weights)
+    eligible, batches, settings = _plan_stage(ctx, name, settings, weights)
     t0 = time.perf_counter()
     history = run_stage(
         ctx.model,
@@ -410,23 +411,32 @@ def _stage(
 
 def _plan_stage(
     ctx: RunContext, name: str, settings: StageSettings, weights: np.ndarray
-) -> tuple[np.ndarray, list[list[int]]]:
-    """The rows this stage can read (those with a readout of weight > 0) and its batches."""
+) -> tuple[np.ndarray, list[list[int]], StageSettings]:
+    """The rows this stage can read (those with a readout of weight > 0), its batches and its
+    settings with ``steps`` made concrete (``epochs`` > 0: the batches of that many passes)."""
     eligible = np.asarray(
         [r for r, idx in enumerate(ctx.rows.readouts) if (weights[idx] > 0).any()], np.int64
     )
     if len(eligible) == 0:
         raise InputError(f"{name}: no training targets for this stage (e.g. no anchors)")
     rng = np.random.default_rng([ctx.config.seed, STAGE_SEEDS[name]])
+    pool = ctx.config.length_pool
+    if settings.epochs > 0:
+        batches = plan_passes(
+            ctx.rows.lengths, eligible, settings.batch_tokens, pool, settings.epochs, rng
+        )
+        log.info(
+            "%s: %g epochs over %d rows = %d steps",
+            name,
+            settings.epochs,
+            len(eligible),
+            len(batches),
+        )
+        return eligible, batches, dataclasses.replace(settings, steps=len(batches))
     batches = plan_batches(
-        ctx.rows.lengths,
-        eligible,
-        settings.batch_tokens,
-        ctx.config.length_pool,
-        settings.steps,
-        rng,
+        ctx.rows.lengths, eligible, settings.batch_tokens, pool, settings.steps, rng
     )
-    return eligible, batches
+    return eligible, batches, settings
 
 
 def _pad_id(encoder: PieceEncoder) -> int:

@@ -212,6 +212,23 @@ def test_baseline_strategies(
         assert max(manifest.data["subset"]["per_class"].values()) <= 6 + 1e-6
 
 
+def test_epochs_set_the_steps(prepared: Path, tiny_model: Any, tmp_path: Path) -> None:
+    """baseline.epochs=1 of sft trains every training target exactly once, in as many steps
+    as the pass has batches; the manifest records the steps it made."""
+    from behaviorlm.errors import InputError
+    from behaviorlm.training.stages import TrainingData, train
+
+    data = TrainingData.from_prepared(prepared)
+    result = train("sft", data, tiny_model, _config("baseline.epochs=1"), tmp_path / "e1")
+    manifest = AdapterManifest.load(result.adapters["sft"])
+    settings = manifest.training_config["settings"]
+    assert settings["epochs"] == 1 and settings["steps"] == manifest.metrics["steps"]
+    assert settings["steps"] != 12  # not the preset's baseline.steps
+    assert manifest.metrics["targets"] == len(data.targets)
+    with pytest.raises(InputError, match=r"baseline.epochs=-1.*>= 0"):
+        _config("baseline.epochs=-1")
+
+
 def test_a_non_finite_step_is_skipped_and_a_run_of_them_stops_training(
     prepared: Path, tiny_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

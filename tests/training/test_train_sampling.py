@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from behaviorlm.training.batching import cut_by_tokens, plan_batches
+from behaviorlm.training.batching import cut_by_tokens, plan_batches, plan_passes
 from behaviorlm.training.packing import Readouts, plan_rows
 from behaviorlm.training.sampling import anchor_weights, balanced_weights
 from behaviorlm.vocabulary import Vocabulary
@@ -65,6 +65,29 @@ def test_rows_cover_every_readout_once_within_chunk_and_users() -> None:
         assert (starts[plan.readouts] >= plan.start).all()  # K history kept
     # consecutive rows of a long user overlap by the history window
     assert plans[1].start == int(starts[plans[1].readouts[0]])
+
+
+def test_epochs_are_whole_passes_over_the_rows() -> None:
+    """epochs=2 reads every row exactly twice, one pass after the other; a fraction ends
+    inside the last pass; the draws are plan_batches' for the same number of steps."""
+    lengths = np.asarray([10, 200, 35, 40, 180, 12, 90, 95, 300, 20, 50, 60])
+    rows = np.arange(2, 12)  # row 0 and 1 hold no selected target
+
+    def passes(epochs: float) -> list[list[int]]:
+        return plan_passes(lengths, rows, 400, 2, epochs, np.random.default_rng(5))
+
+    one, two = passes(1), passes(2)
+    assert sorted(r for b in one for r in b) == rows.tolist()
+    counts = np.bincount([r for b in two for r in b], minlength=12)
+    assert counts[:2].tolist() == [0, 0] and set(counts[2:]) == {2}
+    assert two[: len(one)] == one
+    steps = plan_batches(lengths, rows, 400, 2, len(two), np.random.default_rng(5))
+    assert steps == two
+    half = passes(1.5)
+    assert len(one) < len(half) < len(two) and half == two[: len(half)]
+    assert len(passes(0.01)) == 1  # at least one batch
+    with pytest.raises(ValueError, match="epochs must be > 0"):
+        passes(0)
 
 
 def test_schedule_is_deterministic_within_budget_and_length_grouped() -> None:
