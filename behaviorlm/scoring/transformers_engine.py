@@ -187,7 +187,6 @@ class TransformersEngine(ScoringEngine):
         """``spec`` merged into its own copy of the base weights (the first adapter into the
         loaded model, each later one, e.g. a hot-swapped new version, into a fresh load of the
         base: a full model copy each until the old one is unloaded)."""
-        import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
@@ -198,16 +197,22 @@ class TransformersEngine(ScoringEngine):
             base = AutoModelForCausalLM.from_pretrained(str(self.base.path), dtype=self.torch_dtype)
             base = base.to(self.device).eval()
         model = PeftModel.from_pretrained(base, str(spec.path)).merge_and_unload().eval()
+        self._install_merged(spec.name, model)
+
+    def _install_merged(self, name: str, model: Any) -> None:
+        """``model`` serves adapter ``name`` (with its OpenVINO decoder on that backend) and is
+        the model the next merge starts from a fresh base beside."""
+        import torch
+
         forward = None
         if self.backend == "openvino":
             forward = OpenVINODecoder(model, torch.get_num_threads())
-        self._merged[spec.name] = (model, forward)
+        self._merged[name] = (model, forward)
         self._model = model
 
     def _load_full(self, spec: AdapterSpec) -> None:
         """A fully tuned adapter: the whole model saved beside its manifest, loaded as its own
         model in the engine's dtype (with ``merge``, it stands where a merged adapter would)."""
-        import torch
         from transformers import AutoModelForCausalLM
 
         if spec.name in self._merged:
@@ -231,11 +236,7 @@ class TransformersEngine(ScoringEngine):
         if not self.merge:
             self._full[spec.name] = model  # a reload replaces the old version's model
             return
-        forward = None
-        if self.backend == "openvino":
-            forward = OpenVINODecoder(model, torch.get_num_threads())
-        self._merged[spec.name] = (model, forward)
-        self._model = model
+        self._install_merged(spec.name, model)
 
     def _check_same_kind(self, spec: AdapterSpec) -> None:
         """A name reloaded unmerged must keep its kind: a LoRA adapter lives in the peft model,
