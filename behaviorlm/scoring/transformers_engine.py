@@ -112,6 +112,10 @@ class TransformersEngine(ScoringEngine):
         self._full: dict[str, Any] = {}
         # merge=True: adapter -> (its merged model, its OpenVINO decoder or None)
         self._merged: dict[str, tuple[Any, Any]] = {}
+        # merge_and_unload writes into the model it is given, so only the first merge may start
+        # from the loaded model; after it (even once every merged adapter is unloaded) a merge
+        # starts from a fresh load of the base
+        self._model_is_base = True
         self._specs: dict[str, AdapterSpec] = {}
         self.heads = HeadCache(self.encoder, head_cache_size)
         self._trained = TrainedHeads(self.device, head_cache_size)
@@ -193,7 +197,7 @@ class TransformersEngine(ScoringEngine):
         if spec.name in self._merged:
             raise EngineError(f"adapter {spec.name!r} is already merged; load it under a new name")
         base: Any = self._model
-        if self._merged:  # the loaded model already holds another adapter's weights
+        if not self._model_is_base:  # it holds an adapter's weights (or is a tuned model)
             base = AutoModelForCausalLM.from_pretrained(str(self.base.path), dtype=self.torch_dtype)
             base = base.to(self.device).eval()
         model = PeftModel.from_pretrained(base, str(spec.path)).merge_and_unload().eval()
@@ -209,6 +213,7 @@ class TransformersEngine(ScoringEngine):
             forward = OpenVINODecoder(model, torch.get_num_threads())
         self._merged[name] = (model, forward)
         self._model = model
+        self._model_is_base = False
 
     def _load_full(self, spec: AdapterSpec) -> None:
         """A fully tuned adapter: the whole model saved beside its manifest, loaded as its own
@@ -272,8 +277,9 @@ class TransformersEngine(ScoringEngine):
                 raise InputError(f"adapter {name!r} is not loaded")
             if name in self._merged:
                 model, _ = self._merged.pop(name)
-                if self._merged and self._model is model:
-                    self._model = next(iter(self._merged.values()))[0]
+                if self._model is model:  # the last one merged; keep a model that still serves
+                    rest = [m for m, _ in self._merged.values()]
+                    self._model = rest[0] if rest else model
             elif name in self._full:
                 del self._full[name]
             else:

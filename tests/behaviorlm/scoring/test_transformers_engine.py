@@ -189,6 +189,22 @@ def test_merged_engine_hot_swaps_a_new_version(
     np.testing.assert_allclose(after[0].probs, before[0].probs, atol=1e-5)
 
 
+def test_merged_engine_merges_into_a_clean_base_after_the_last_unload(
+    engine: TransformersEngine, tiny_model: Any, tiny_adapters: list[AdapterSpec]
+) -> None:
+    """merge_and_unload writes into the model it is given: once the only merged adapter is
+    unloaded, the next one must not merge on top of its weights."""
+    merged = TransformersEngine(tiny_model, dtype="float32", merge=True)
+    merged.load_adapter(replace(tiny_adapters[0], name="first"))
+    merged.unload_adapter("first")
+    merged.load_adapter(replace(tiny_adapters[1], name="second"))
+    names = _vocab(tiny_adapters[1])
+    got = merged.score_batch([ScoreRequest(p, names, "second") for p in PROMPTS])
+    want = engine.score_batch([ScoreRequest(p, names, "a1") for p in PROMPTS])
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+
+
 def test_manifest_mismatch_refused(engine: TransformersEngine, tiny_adapters: list[Any]) -> None:
     spec = tiny_adapters[0]
     other_base = spec.manifest.model_copy(
