@@ -277,9 +277,8 @@ class TransformersEngine(ScoringEngine):
                 raise InputError(f"adapter {name!r} is not loaded")
             if name in self._merged:
                 model, _ = self._merged.pop(name)
-                if self._model is model:  # the last one merged; keep a model that still serves
-                    rest = [m for m, _ in self._merged.values()]
-                    self._model = rest[0] if rest else model
+                if self._merged and self._model is model:
+                    self._model = next(iter(self._merged.values()))[0]
             elif name in self._full:
                 del self._full[name]
             else:
