@@ -2,6 +2,9 @@
 # Further seeds of the proof's two LLM arms on the full PJ test split (issue 32), as run on
 # 2026-12-07 (2-core AMD EPYC, native bf16), each followed by its report with the adapters alone:
 #   sft         the all-linear `sft` arm of screen.sh with seed N (the same overrides as seed 0)
+#   epoch1      the sft arm trained one whole epoch over every training target (baseline.epochs=1:
+#               510 steps, 2.55x the sft arm's 200): the capacity screen's winner
+#               (screen-capacity.sh epoch1; its seed 0 is the same training)
 #   balanced    one class-balanced stage (no difficulty), otherwise as sft: the issue's third
 #               arm with the same head and budget (not run yet)
 #   behaviorlm  BehaviorLM's two stages with the `cpu` preset (all-linear r16, head, repeats), as
@@ -11,6 +14,7 @@
 # Resumable: a finished seed is skipped, a killed one resumes.
 #   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh [seeds...]       (sft; default: 1)
 #   ARM=behaviorlm bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 2
+#   ARM=epoch1 bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 0 1 2
 # Then the comparison over seeds (proof-seeds-comparison/):
 #   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh --compare
 set -euo pipefail
@@ -35,11 +39,14 @@ for seed in "${@:-1}"; do
   if [ "$ARM" = sft ] || [ "$ARM" = balanced ]; then
     name=$ARM-head-alllin-seed$seed stage=$ARM
     args=(--strategy $ARM "head.trained=true" "${QV[@]}" "head.repeat_window=50" "$ALL_LINEAR")
+  elif [ "$ARM" = epoch1 ]; then
+    name=sft-head-alllin-epoch1-seed$seed stage=sft
+    args=(--strategy sft "head.trained=true" "${QV[@]}" "head.repeat_window=50" "$ALL_LINEAR" baseline.epochs=1)
   elif [ "$ARM" = behaviorlm ]; then
     name=behaviorlm-head-alllin-seed$seed stage=stage2
     args=(--strategy behaviorlm)
   else
-    echo "ARM must be sft, balanced or behaviorlm, got $ARM" >&2; exit 2
+    echo "ARM must be sft, epoch1, balanced or behaviorlm, got $ARM" >&2; exit 2
   fi
   R=; [ -d $OUT/$name ] && R=--resume
   [ -f $OUT/$name/$stage/manifest.json ] || $B train "${args[0]}" "${args[1]}" --data $D --preset cpu \
