@@ -26,6 +26,8 @@ HERE=models/ct-pj-demo/experiments/head-screen
 ARM=${ARM:-sft}
 QV=(lora.r=8 lora.alpha=16 "lora.target_modules=[q_proj,v_proj]")
 ALL_LINEAR='lora={r: 16, alpha: 32, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}'
+# the sft arm's overrides (q,v r8 first, as screen.sh layered them, then all-linear r16)
+SFT_HEAD=("head.trained=true" "${QV[@]}" "head.repeat_window=50" "$ALL_LINEAR")
 
 if [ "${1:-}" = "--compare" ]; then
   # every seed's report that exists; the demo is read as BehaviorLM's seed 1
@@ -38,10 +40,10 @@ fi
 for seed in "${@:-1}"; do
   if [ "$ARM" = sft ] || [ "$ARM" = balanced ]; then
     name=$ARM-head-alllin-seed$seed stage=$ARM
-    args=(--strategy $ARM "head.trained=true" "${QV[@]}" "head.repeat_window=50" "$ALL_LINEAR")
+    args=(--strategy $ARM "${SFT_HEAD[@]}")
   elif [ "$ARM" = epoch1 ]; then
     name=sft-head-alllin-epoch1-seed$seed stage=sft
-    args=(--strategy sft "head.trained=true" "${QV[@]}" "head.repeat_window=50" "$ALL_LINEAR" baseline.epochs=1)
+    args=(--strategy sft "${SFT_HEAD[@]}" baseline.epochs=1)
   elif [ "$ARM" = behaviorlm ]; then
     name=behaviorlm-head-alllin-seed$seed stage=stage2
     args=(--strategy behaviorlm)
