@@ -15,6 +15,10 @@
 #   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh [seeds...]       (sft; default: 1)
 #   ARM=behaviorlm bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 2
 #   ARM=epoch1 bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 0 1 2
+# HYBRID=1 also evaluates the seed's adapter fused with SASRec, against the classical baselines
+# and SASRec, into proof-hybrid-<arm>/ (its scores copied from the seed report's cache, so only
+# SASRec is trained: ~6 min); as run for the one-epoch arm's seed 1:
+#   HYBRID=1 ARM=epoch1 bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 1
 # Then the comparison over seeds (proof-seeds-comparison/):
 #   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh --compare
 set -euo pipefail
@@ -56,7 +60,13 @@ for seed in "${@:-1}"; do
   # the report of the final stage only (stage 1 of behaviorlm is not an arm of the proof)
   mkdir -p $OUT/final/$name
   ln -sfn "$(realpath $OUT/$name/$stage)" $OUT/final/$name/$stage
-  [ -f $HERE/proof-seeds/$name/report.json ] || $B eval --data $D --runs $OUT/final/$name --systems adapters \
-    --max-validation-samples 2500 --seed 0 --engine transformers --logit-adjust '' \
-    --out $HERE/proof-seeds/$name
+  EVAL=(--data $D --runs $OUT/final/$name)
+  FLAGS=(--max-validation-samples 2500 --seed 0 --engine transformers --logit-adjust '')
+  [ -f $HERE/proof-seeds/$name/report.json ] || $B eval "${EVAL[@]}" --systems adapters \
+    "${FLAGS[@]}" --out $HERE/proof-seeds/$name
+  if [ "${HYBRID:-}" = 1 ]; then
+    H=$HERE/proof-hybrid-$ARM
+    mkdir -p $H && cp -rn $HERE/proof-seeds/$name/cache $H/
+    $B eval "${EVAL[@]}" --systems classical,sasrec,adapters,hybrid-sasrec "${FLAGS[@]}" --out $H
+  fi
 done
