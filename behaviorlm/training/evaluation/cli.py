@@ -38,8 +38,9 @@ def register(sub: Any) -> None:
         metavar="REPORT",
         help="instead of evaluating: report dirs (or run dirs with eval/) to merge into one "
         "table (with intervals; runs named <run>-seed<k> also merged over seeds: mean, min, "
-        "max), printed and written to --out/compare.md, compare.json and anchor_vs_tail.png "
-        "if --out",
+        "max; each report's paired differences against SASRec and the user's most frequent "
+        "listed), printed and written to --out/compare.md, compare.json, anchor_vs_tail.png "
+        "and differences.png if --out",
     )
     p.add_argument(
         "--compare-as",
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import json
 
+    from behaviorlm.training.evaluation.paired import DIFFERENCES_PNG, plot_differences
     from behaviorlm.training.evaluation.report import compare, plot_anchor_vs_tail
 
     text, summary = compare(args.compare, parse_renames(args.compare_as))
@@ -92,6 +94,8 @@ def _compare(args: argparse.Namespace) -> int:
         (args.out / "compare.md").write_text(text)
         (args.out / "compare.json").write_text(json.dumps(summary, indent=1) + "\n")
         plot_anchor_vs_tail(summary["systems"], args.out / "anchor_vs_tail.png")
+        if summary["differences"]:
+            plot_differences(summary["differences"], args.out / DIFFERENCES_PNG)
         print(f"wrote {args.out}/compare.md")
     return 0
 

@@ -444,6 +444,35 @@ def score_result(res: SystemResult, true: np.ndarray, vocab: Any) -> dict[str, A
     }
 
 
+# The references every LLM (and hybrid) system is differenced against, when they ran: the
+# baselines of the issue-32 targets (SASRec; "the user's most frequent behavior").
+DIFFERENCE_REFERENCES = ("sasrec", "user-frequency-all")
+
+
+def paired_differences(
+    results: Sequence[SystemResult], true: np.ndarray, anchor: np.ndarray
+) -> list[dict[str, Any]]:
+    """Each LLM or hybrid system minus each reference of DIFFERENCE_REFERENCES that ran, with
+    paired bootstrap intervals (``metrics.paired_differences``; ``+T`` and ``+LA`` variants are
+    left out: a temperature moves no top-1 prediction)."""
+    refs = [r for r in results if r.name in DIFFERENCE_REFERENCES and r.variant_of is None]
+    systems = [
+        r
+        for r in results
+        if (r.kind.startswith("llm") or r.kind == "hybrid") and r.variant_of is None
+    ]
+    resampled = {r.name: M.Resampling.from_probs(r.probs, true) for r in [*refs, *systems]}
+    return [
+        {
+            "system": s.name,
+            "reference": ref.name,
+            "metrics": M.paired_differences(resampled[s.name], resampled[ref.name], true, anchor),
+        }
+        for s in systems
+        for ref in refs
+    ]
+
+
 def evaluate(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(report body with every number, probabilities per system) — see report.py for files."""
     from behaviorlm.training.data.dataset import PreparedDataset
@@ -508,6 +537,7 @@ def evaluate(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             "test_classes_present": len(np.unique(true)),
         },
         "systems": [score_result(r, true, vocab) for r in results],
+        "differences": paired_differences(results, true, anchor_mask),
     }
     probs = {r.name: r.probs for r in results}
     probs["__true__"] = true

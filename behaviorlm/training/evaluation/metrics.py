@@ -259,6 +259,83 @@ INTERVAL_METRICS = (
     ("tail", "ece_by_prediction"),
 )
 BOOTSTRAP_RESAMPLES = 200
+# Paired differences (system minus reference) on the same resamples: the issue-32 targets
+# (acc@1 and weighted F1 against SASRec, tail macro-F1 against the user's most frequent) and
+# the anchor macro-F1 a tail gain must not cost. Two per-system intervals that overlap can still
+# hold a difference clear of 0: the resamples are shared, so what the two systems get right on
+# the same samples cancels out of the difference.
+DIFFERENCE_METRICS = (
+    ("overall", "accuracy"),
+    ("overall", "hr@5"),
+    ("overall", "weighted_f1"),
+    ("anchor", "macro_f1"),
+    ("tail", "macro_f1"),
+)
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """What the resampled metrics need of one system's predictions on the test samples: the
+    top-1 prediction, the rank of the true behavior and the top-1 confidence."""
+
+    pred: np.ndarray
+    rank: np.ndarray
+    confidence: np.ndarray
+
+    @classmethod
+    def from_probs(cls, probs: np.ndarray, true: np.ndarray) -> Resampling:
+        pred = top1(probs)
+        return cls(pred, ranks(probs, true), probs[np.arange(len(true)), pred])
+
+
+def resample_draws(n: int, resamples: int, seed: int) -> list[np.ndarray]:
+    """The bootstrap's sample indices: the same draws for every system with the same ``n``
+    and ``seed``, which is what makes intervals comparable and differences paired."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, n) for _ in range(resamples)]
+
+
+def resample_values(
+    r: Resampling,
+    true: np.ndarray,
+    anchor: np.ndarray,
+    idx: np.ndarray,
+    metrics: Sequence[tuple[str, str]] = INTERVAL_METRICS,
+) -> dict[str, float]:
+    """{"subset.metric": value} of ``metrics`` on the samples ``idx`` (one bootstrap draw;
+    ``np.arange(n)`` gives the values on the evaluated samples themselves)."""
+    v = len(anchor)
+    classes = np.arange(v)
+    subsets = {"overall": classes, "anchor": classes[anchor], "tail": classes[~anchor]}
+    t, p, rk = true[idx], r.pred[idx], r.rank[idx]
+    is_anchor_sample = anchor[t]
+    masks = {
+        "overall": np.ones(len(idx), dtype=bool),
+        "anchor": is_anchor_sample,
+        "tail": ~is_anchor_sample,
+    }
+    per = PerClass.from_predictions(p, t, v)
+    averages: dict[str, dict[str, float]] = {}
+    out: dict[str, float] = {}
+    for subset, metric in metrics:
+        if metric in ("accuracy", "hr@5"):
+            sel = masks[subset]
+            hit = (p[sel] == t[sel]) if metric == "accuracy" else (rk[sel] <= 5)
+            value = float(hit.mean()) if sel.any() else float("nan")
+        elif metric in ("ece", "ece_by_prediction"):
+            value = ece_by_prediction(
+                r.confidence[idx], (p == t).astype(np.float64), p, subsets[subset]
+            )
+        else:
+            if subset not in averages:
+                averages[subset] = _averages(per, subsets[subset])
+            value = averages[subset][metric]
+        out[f"{subset}.{metric}"] = value
+    return out
+
+
+def _percentiles(vals: Sequence[float]) -> list[float]:
+    return [float(np.nanpercentile(vals, 2.5)), float(np.nanpercentile(vals, 97.5))]
 
 
 def bootstrap_intervals(
@@ -276,41 +353,53 @@ def bootstrap_intervals(
     true = np.asarray(true, dtype=np.int64)
     anchor = np.asarray(anchor, dtype=bool)
     check_inputs(probs, true, anchor)
-    n, v = probs.shape
+    n = len(true)
     if n == 0:
         return {}
-    pred = top1(probs)
-    rank = ranks(probs, true)
-    confidence = probs[np.arange(n), pred]
-    classes = np.arange(v)
-    subsets = {"overall": classes, "anchor": classes[anchor], "tail": classes[~anchor]}
-    is_anchor_sample = anchor[true]
-    rng = np.random.default_rng(seed)
+    r = Resampling.from_probs(probs, true)
     values: dict[str, list[float]] = {f"{s}.{m}": [] for s, m in INTERVAL_METRICS}
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
-        t, p, r = true[idx], pred[idx], rank[idx]
-        per = PerClass.from_predictions(p, t, v)
-        averages = {s: _averages(per, c) for s, c in subsets.items()}
-        masks = {
-            "overall": np.ones(n, dtype=bool),
-            "anchor": is_anchor_sample[idx],
-            "tail": ~is_anchor_sample[idx],
+    for idx in resample_draws(n, resamples, seed):
+        for key, value in resample_values(r, true, anchor, idx).items():
+            values[key].append(value)
+    return {key: _percentiles(vals) for key, vals in values.items() if not np.all(np.isnan(vals))}
+
+
+def paired_differences(
+    system: Resampling,
+    reference: Resampling,
+    true: np.ndarray,
+    anchor: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, dict[str, float | list[float]]]:
+    """{"subset.metric": {"difference", "interval", "above_zero"}} for DIFFERENCE_METRICS:
+    ``system`` minus ``reference`` on the evaluated samples, the 2.5 / 97.5 percentiles of the
+    difference over the draws of ``bootstrap_intervals`` (both systems on the same draw), and
+    the share of draws in which the system is ahead. An interval above 0 ranks the system first
+    on that metric; per-system intervals that overlap do not settle it either way."""
+    true = np.asarray(true, dtype=np.int64)
+    anchor = np.asarray(anchor, dtype=bool)
+    n = len(true)
+    if n == 0:
+        return {}
+    keys = [f"{s}.{m}" for s, m in DIFFERENCE_METRICS]
+    every = np.arange(n)
+    a = resample_values(system, true, anchor, every, DIFFERENCE_METRICS)
+    b = resample_values(reference, true, anchor, every, DIFFERENCE_METRICS)
+    deltas: dict[str, list[float]] = {k: [] for k in keys}
+    for idx in resample_draws(n, resamples, seed):
+        da = resample_values(system, true, anchor, idx, DIFFERENCE_METRICS)
+        db = resample_values(reference, true, anchor, idx, DIFFERENCE_METRICS)
+        for k in keys:
+            deltas[k].append(da[k] - db[k])
+    out: dict[str, dict[str, float | list[float]]] = {}
+    for k in keys:
+        vals = np.asarray(deltas[k])
+        if np.all(np.isnan(vals)) or np.isnan(a[k] - b[k]):
+            continue
+        out[k] = {
+            "difference": float(a[k] - b[k]),
+            "interval": _percentiles(list(vals)),
+            "above_zero": float(np.mean(vals[~np.isnan(vals)] > 0)),
         }
-        for subset, metric in INTERVAL_METRICS:
-            if metric in ("accuracy", "hr@5"):
-                sel = masks[subset]
-                hit = (p[sel] == t[sel]) if metric == "accuracy" else (r[sel] <= 5)
-                value = float(hit.mean()) if sel.any() else float("nan")
-            elif metric in ("ece", "ece_by_prediction"):
-                value = ece_by_prediction(
-                    confidence[idx], (p == t).astype(np.float64), p, subsets[subset]
-                )
-            else:
-                value = averages[subset][metric]
-            values[f"{subset}.{metric}"].append(value)
-    return {
-        key: [float(np.nanpercentile(vals, 2.5)), float(np.nanpercentile(vals, 97.5))]
-        for key, vals in values.items()
-        if not np.all(np.isnan(vals))
-    }
+    return out

@@ -17,6 +17,12 @@ import numpy as np
 
 from behaviorlm.errors import InputError
 from behaviorlm.training.evaluation.metrics import SUBSETS
+from behaviorlm.training.evaluation.paired import (
+    DIFFERENCES_PNG,
+    EXPLANATION,
+    difference_table,
+    plot_differences,
+)
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -164,6 +170,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *interval_table(report["systems"]),
         "",
+        *differences_section(report.get("differences", [])),
         "## Details",
         "",
     ]
@@ -222,8 +229,25 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Plots", ""]
     for png, what in PLOTS:
         lines.append(f"![{what}]({png})")
+    if report.get("differences"):
+        lines.append(f"![paired differences against the references]({DIFFERENCES_PNG})")
     lines.append("")
     return "\n".join(lines)
+
+
+def differences_section(differences: Sequence[dict[str, Any]]) -> list[str]:
+    """The paired-difference table (``paired.py``), or nothing for a report without one (no
+    reference ran, or written before differences existed)."""
+    if not differences:
+        return []
+    return [
+        "## Paired differences against SASRec and the user's most frequent behavior",
+        "",
+        EXPLANATION,
+        "",
+        *difference_table(differences),
+        "",
+    ]
 
 
 PLOTS = (
@@ -307,6 +331,8 @@ def plot_all(report: dict[str, Any], out: Path) -> None:
     fig.savefig(out / "anchor_tail.png", dpi=110)
     plt.close(fig)
     plot_anchor_vs_tail(systems, out / "anchor_vs_tail.png")
+    if report.get("differences"):
+        plot_differences(report["differences"], out / DIFFERENCES_PNG)
 
     primary = [s for s in systems if s["variant_of"] is None or "+LA" in s["name"]]
     cut = report["data"]["anchor_share"] * max(
@@ -445,6 +471,7 @@ def compare(
     renames = dict(renames or {})
     used: set[str] = set()
     merged: list[dict[str, Any]] = []
+    differences: list[dict[str, Any]] = []
     sources = []
     for p in paths:
         file = find_report(p)
@@ -469,6 +496,8 @@ def compare(
                 )
             used |= {old} if old else set()
             merged.append({**s, "name": f"{label}: {name}", "system": name})
+        for d in rep.get("differences", []):
+            differences.append({**d, "report": label, "system": renamed(d["system"], renames)[0]})
     if unused := sorted(set(renames) - used):
         raise InputError(
             f"--compare-as: no system named {', '.join(map(repr, unused))} in the reports"
@@ -483,6 +512,7 @@ def compare(
     if any(s.get("intervals") for s in merged):
         lines += ["## 95% bootstrap intervals (over test samples)", ""]
         lines += [*interval_table([s for s in merged if s.get("intervals")]), ""]
+    lines += differences_section(differences)
     seeds = merge_seeds(merged)
     if seeds:
         lines += [
@@ -500,6 +530,7 @@ def compare(
             for s in merged
         ],
         "seeds": seeds,
+        "differences": differences,
         "renames": renames,
     }
     return "\n".join(lines), summary

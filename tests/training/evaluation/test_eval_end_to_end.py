@@ -270,6 +270,23 @@ def test_trained_head_adapter_and_the_hybrid_arm(
     assert hybrid["kind"] == "hybrid" and hybrid["params"]["llm"] == "head-run/sft"
     assert hybrid["params"]["validation_samples"] == 15
     assert hybrid["params"]["llm_weight"] + hybrid["params"]["sasrec_weight"] > 0
+    # Paired differences: the LLM and the hybrid minus SASRec (the only reference that ran),
+    # the point difference being the two systems' own metrics apart, in report.md and plotted.
+    report = json.loads((out / "report.json").read_text())
+    pairs = {(d["system"], d["reference"]): d["metrics"] for d in report["differences"]}
+    assert set(pairs) == {("head-run/sft", "sasrec"), ("head-run/sft x sasrec (hybrid)", "sasrec")}
+    acc = pairs[("head-run/sft", "sasrec")]["overall.accuracy"]
+    own = [by_name[k]["metrics"]["overall"]["accuracy"] for k in ("head-run/sft", "sasrec")]
+    assert acc["difference"] == pytest.approx(own[0] - own[1])
+    lo, hi = acc["interval"]
+    assert lo <= acc["difference"] <= hi and 0.0 <= acc["above_zero"] <= 1.0
+    text = (out / "report.md").read_text()
+    assert "## Paired differences against SASRec" in text and "| head-run/sft | sasrec |" in text
+    assert (out / "differences.png").stat().st_size > 0
+    # --compare lists each report's pairs under the report's name
+    assert main(["eval", "--compare", str(out), "--out", str(tmp_path / "cmp")]) == 0
+    assert "| hybrid: head-run/sft | sasrec |" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert (tmp_path / "cmp" / "differences.png").stat().st_size > 0
     saved = np.load(out / "predictions.npz")
     fused = saved["head-run__sft x sasrec (hybrid)"]
     assert fused.sum(axis=1) == pytest.approx(np.ones(20), abs=1e-6)

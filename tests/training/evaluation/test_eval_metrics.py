@@ -169,3 +169,47 @@ def test_bootstrap_intervals_cover_the_value_and_shrink_with_samples() -> None:
     large = M.bootstrap_intervals(probs4, true4, anchor, resamples=100)
     width = {k: hi - lo for k, (lo, hi) in small.items()}
     assert all(large[k][1] - large[k][0] < width[k] for k in small)
+
+
+def test_paired_differences_of_a_system_and_itself_and_a_worked_case() -> None:
+    a = M.Resampling.from_probs(PROBS, TRUE)
+    same = M.paired_differences(a, a, TRUE, ANCHOR, resamples=50)
+    assert set(same) == {f"{s}.{m}" for s, m in M.DIFFERENCE_METRICS}
+    for d in same.values():
+        assert d == {"difference": 0.0, "interval": [0.0, 0.0], "above_zero": 0.0}
+    # The reference answers class 0 everywhere: acc 1/4 (sample 0), PROBS gets 2/4 (samples
+    # 0, 2); tail samples (1, 2, 3): 1/3 vs 0/3. Tail macro-F1 over the tail classes present
+    # (1, 2): PROBS has class 2 P = R = 1 (F1 1) and class 1 F1 0 -> 0.5; the reference 0.
+    ref = M.Resampling.from_probs(np.tile([0.5, 0.3, 0.2], (4, 1)), TRUE)
+    d = M.paired_differences(a, ref, TRUE, ANCHOR, resamples=50)
+    assert d["overall.accuracy"]["difference"] == pytest.approx(0.25)
+    assert d["tail.macro_f1"]["difference"] == pytest.approx(0.5)
+    # PROBS is never worse on any sample, so no resample puts it behind
+    assert d["overall.accuracy"]["interval"][0] >= 0.0
+    assert 0.0 < d["overall.accuracy"]["above_zero"] <= 1.0
+
+
+def test_a_paired_difference_is_clear_of_zero_where_the_intervals_overlap() -> None:
+    """Two systems that agree on most samples: B is A with 30 of its 1,000 hits lost. Their own
+    intervals overlap (each is about +-0.03 wide), the paired one excludes 0 (the shared hits
+    cancel), which is why reports give both."""
+    rng = np.random.default_rng(0)
+    n, v = 1000, 5
+    anchor = np.array([True, True, False, False, False])
+    true = rng.integers(0, v, n)
+    pred_a = np.where(rng.random(n) < 0.4, true, (true + 1) % v)
+    hits = np.flatnonzero(pred_a == true)
+    pred_b = pred_a.copy()
+    pred_b[hits[:30]] = (true[hits[:30]] + 1) % v
+    probs_a = np.full((n, v), 0.1)
+    probs_a[np.arange(n), pred_a] = 0.6
+    probs_b = np.full((n, v), 0.1)
+    probs_b[np.arange(n), pred_b] = 0.6
+    ia = M.bootstrap_intervals(probs_a, true, anchor)["overall.accuracy"]
+    ib = M.bootstrap_intervals(probs_b, true, anchor)["overall.accuracy"]
+    assert ib[1] > ia[0]  # overlapping
+    d = M.paired_differences(
+        M.Resampling.from_probs(probs_a, true), M.Resampling.from_probs(probs_b, true), true, anchor
+    )["overall.accuracy"]
+    assert d["difference"] == pytest.approx(0.03)
+    assert d["interval"][0] > 0 and d["above_zero"] == 1.0
