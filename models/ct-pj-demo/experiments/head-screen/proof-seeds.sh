@@ -15,10 +15,11 @@
 #   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh [seeds...]       (sft; default: 1)
 #   ARM=behaviorlm bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 2
 #   ARM=epoch1 bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 0 1 2
-# HYBRID=1 also evaluates the seed's adapter fused with SASRec, against the classical baselines
-# and SASRec, into proof-hybrid-<arm>/ (its scores copied from the seed report's cache, so only
-# SASRec is trained: ~6 min); as run for the one-epoch arm's seed 1:
-#   HYBRID=1 ARM=epoch1 bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 1
+# HYBRID=1 also evaluates the seed's adapter beside the classical baselines and SASRec, and fused
+# with SASRec, into proof-hybrid-<arm>-seed<N>/ (its scores copied from the seed report's cache,
+# so only SASRec is trained: ~6 min): that report has the paired differences of the adapter (and
+# the hybrid) minus SASRec and minus the user's most frequent; as run for the one-epoch arm:
+#   HYBRID=1 ARM=epoch1 bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 1 2
 # Then the comparison over seeds (proof-seeds-comparison/):
 #   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh --compare
 set -euo pipefail
@@ -65,8 +66,11 @@ for seed in "${@:-1}"; do
   [ -f $HERE/proof-seeds/$name/report.json ] || $B eval "${EVAL[@]}" --systems adapters \
     "${FLAGS[@]}" --out $HERE/proof-seeds/$name
   if [ "${HYBRID:-}" = 1 ]; then
-    H=$HERE/proof-hybrid-$ARM
+    H=$HERE/proof-hybrid-$ARM-seed$seed
     mkdir -p $H && cp -rn $HERE/proof-seeds/$name/cache $H/
-    $B eval "${EVAL[@]}" --systems classical,sasrec,adapters,hybrid-sasrec "${FLAGS[@]}" --out $H
+    # SASRec's whole 8 epochs whatever else runs: under the default 240 s cap it trained 5 with
+    # a training beside it (acc@1 0.186) against 8 idle (0.187, proof-full/), a weaker baseline
+    $B eval "${EVAL[@]}" --systems classical,sasrec,adapters,hybrid-sasrec "${FLAGS[@]}" \
+      --sasrec-max-seconds 3600 --out $H
   fi
 done
