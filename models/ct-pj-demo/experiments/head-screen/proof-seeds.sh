@@ -20,7 +20,8 @@
 # so only SASRec is trained: ~6 min): that report has the paired differences of the adapter (and
 # the hybrid) minus SASRec and minus the user's most frequent; as run for the one-epoch arm:
 #   HYBRID=1 ARM=epoch1 bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh 1 2
-# Then the comparison over seeds (proof-seeds-comparison/):
+# Then the comparison over seeds (proof-seeds-comparison/; and proof-hybrid-comparison/ of the
+# HYBRID=1 reports, with their paired differences):
 #   bash models/ct-pj-demo/experiments/head-screen/proof-seeds.sh --compare
 set -euo pipefail
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
@@ -38,8 +39,13 @@ if [ "${1:-}" = "--compare" ]; then
   # every seed's report that exists; the demo is read as BehaviorLM's seed 1
   reports=($HERE/proof-full $HERE/proof-full-bl models/ct-pj-demo/eval)
   for r in $HERE/proof-seeds/*/; do [ -f "$r/report.json" ] && reports+=("${r%/}"); done
-  exec $B eval --compare "${reports[@]}" \
+  $B eval --compare "${reports[@]}" \
     --compare-as ct-pj-demo/stage2=behaviorlm-head-alllin-seed1/stage2 --out $HERE/proof-seeds-comparison
+  # the HYBRID=1 reports apart (their adapter rows are the seed reports' again): their paired
+  # differences side by side, the adapters' mean over seeds
+  hybrids=($HERE/proof-hybrid-*-seed*/report.json)
+  [ -f "${hybrids[0]}" ] || exit 0
+  exec $B eval --compare "${hybrids[@]%/report.json}" --out $HERE/proof-hybrid-comparison
 fi
 
 for seed in "${@:-1}"; do
