@@ -452,14 +452,15 @@ DIFFERENCE_REFERENCES = ("sasrec", "user-frequency-all")
 def paired_differences(
     results: Sequence[SystemResult], true: np.ndarray, anchor: np.ndarray
 ) -> list[dict[str, Any]]:
-    """Each LLM or hybrid system minus each reference of DIFFERENCE_REFERENCES that ran, with
-    paired bootstrap intervals (``metrics.paired_differences``; ``+T`` and ``+LA`` variants are
-    left out: a temperature moves no top-1 prediction)."""
+    """Each LLM or hybrid system (and its ``+LA`` variants) minus each reference of
+    DIFFERENCE_REFERENCES that ran, with paired bootstrap intervals
+    (``metrics.paired_differences``). ``+T`` variants are left out: a temperature moves no
+    top-1 prediction and no rank, so their differences are their system's."""
     refs = [r for r in results if r.name in DIFFERENCE_REFERENCES and r.variant_of is None]
     systems = [
         r
         for r in results
-        if (r.kind.startswith("llm") or r.kind == "hybrid") and r.variant_of is None
+        if (r.kind.startswith("llm") or r.kind == "hybrid") and not r.name.endswith(" +T")
     ]
     resampled = {r.name: M.Resampling.from_probs(r.probs, true) for r in [*refs, *systems]}
     return [

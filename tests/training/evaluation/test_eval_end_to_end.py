@@ -262,7 +262,7 @@ def test_trained_head_adapter_and_the_hybrid_arm(
         *("--data", str(prepared.root), "--out", str(out), "--runs", str(run)),
         *("--systems", "sasrec,adapters,hybrid-sasrec", "--base-model", str(tiny_model.path)),
         *("--dtype", "float32", "--max-test-samples", "20", "--max-validation-samples", "15"),
-        *("--sasrec-max-seconds", "5", "--sasrec-epochs", "1", "--logit-adjust", ""),
+        *("--sasrec-max-seconds", "5", "--sasrec-epochs", "1", "--logit-adjust", "1"),
     ]
     assert main(argv) == 0
     by_name = {s["name"]: s for s in json.loads((out / "report.json").read_text())["systems"]}
@@ -270,11 +270,13 @@ def test_trained_head_adapter_and_the_hybrid_arm(
     assert hybrid["kind"] == "hybrid" and hybrid["params"]["llm"] == "head-run/sft"
     assert hybrid["params"]["validation_samples"] == 15
     assert hybrid["params"]["llm_weight"] + hybrid["params"]["sasrec_weight"] > 0
-    # Paired differences: the LLM and the hybrid minus SASRec (the only reference that ran),
-    # the point difference being the two systems' own metrics apart, in report.md and plotted.
+    # Paired differences: the LLM and the hybrid (and their logit-adjusted variants, not +T)
+    # minus SASRec (the only reference that ran), the point difference being the two systems'
+    # own metrics apart, in report.md and plotted.
     report = json.loads((out / "report.json").read_text())
     pairs = {(d["system"], d["reference"]): d["metrics"] for d in report["differences"]}
-    assert set(pairs) == {("head-run/sft", "sasrec"), ("head-run/sft x sasrec (hybrid)", "sasrec")}
+    llms = ["head-run/sft", "head-run/sft x sasrec (hybrid)"]
+    assert set(pairs) == {(name, "sasrec") for llm in llms for name in (llm, f"{llm} +LA1")}
     acc = pairs[("head-run/sft", "sasrec")]["overall.accuracy"]
     own = [by_name[k]["metrics"]["overall"]["accuracy"] for k in ("head-run/sft", "sasrec")]
     assert acc["difference"] == pytest.approx(own[0] - own[1])
