@@ -26,7 +26,7 @@ Conventions (documented once, used everywhere):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,11 +288,13 @@ class Resampling:
         return cls(pred, ranks(probs, true), probs[np.arange(len(true)), pred])
 
 
-def resample_draws(n: int, resamples: int, seed: int) -> list[np.ndarray]:
-    """The bootstrap's sample indices: the same draws for every system with the same ``n``
-    and ``seed``, which is what makes intervals comparable and differences paired."""
+def resample_draws(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """The bootstrap's sample indices, one draw at a time: the same draws for every system
+    with the same ``n`` and ``seed``, which is what makes intervals comparable and differences
+    paired."""
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, n, n) for _ in range(resamples)]
+    for _ in range(resamples):
+        yield rng.integers(0, n, n)
 
 
 def resample_values(
@@ -334,7 +336,7 @@ def resample_values(
     return out
 
 
-def _percentiles(vals: Sequence[float]) -> list[float]:
+def _percentiles(vals: Sequence[float] | np.ndarray) -> list[float]:
     return [float(np.nanpercentile(vals, 2.5)), float(np.nanpercentile(vals, 97.5))]
 
 
@@ -399,7 +401,7 @@ def paired_differences(
             continue
         out[k] = {
             "difference": float(a[k] - b[k]),
-            "interval": _percentiles(list(vals)),
+            "interval": _percentiles(vals),
             "above_zero": float(np.mean(vals[~np.isnan(vals)] > 0)),
         }
     return out

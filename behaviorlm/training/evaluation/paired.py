@@ -34,12 +34,18 @@ def signed(x: float) -> str:
     return "–" if math.isnan(x) else f"{x:+.3f}"
 
 
+def sign_of(d: dict[str, Any]) -> int:
+    """+1 if the difference's interval lies above 0, -1 below, 0 if it holds 0 (no ranking)."""
+    lo, hi = d["interval"]
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
 def cell(d: dict[str, Any] | None) -> str:
     if not d:
         return "–"
     lo, hi = d["interval"]
     text = f"{signed(d['difference'])} [{signed(lo)}, {signed(hi)}] ({d['above_zero']:.0%} ahead)"
-    return f"**{text}**" if lo > 0 or hi < 0 else text
+    return f"**{text}**" if sign_of(d) else text
 
 
 def system_label(d: dict[str, Any]) -> str:
@@ -80,14 +86,13 @@ def plot_differences(differences: Sequence[dict[str, Any]], path: Path) -> None:
             if not m:
                 continue
             lo, hi = m["interval"]
-            clear = lo > 0 or hi < 0
             ax.errorbar(
                 m["difference"],
                 y,
                 xerr=[[m["difference"] - lo], [hi - m["difference"]]],
                 fmt="o",
                 capsize=3,
-                color=("tab:green" if lo > 0 else "tab:red") if clear else "0.4",
+                color={1: "tab:green", -1: "tab:red", 0: "0.4"}[sign_of(m)],
             )
         ax.axvline(0, color="k", lw=0.8)
         ax.set_title(HEADINGS.get(key, key), fontsize=9)
